@@ -1,0 +1,1 @@
+"""One module per ``segkd`` sub-command; see :mod:`segkd.cli`."""

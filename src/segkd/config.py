@@ -1,0 +1,234 @@
+"""Load, validate, override and save configs.
+
+YAML files hold plain data; :func:`from_dict` checks it against the dataclasses of
+:mod:`segkd.config_schema` (unknown keys and wrong types raise :class:`ConfigError` naming the key).
+A file may start with ``base: other.yaml`` (or a list) to inherit from other files, merged deeply.
+Command-line overrides are ``key.sub=value`` strings whose value is parsed as YAML
+(``optim.lr=0.02``, ``data.crop_size=[64,64]``, ``distill.losses.0.weight=2``).
+
+Hand-written rather than OmegaConf/Hydra: those add a dependency and their own interpolation language,
+while segkd needs only dataclass validation with key-naming errors and dotted overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from segkd.config_schema import ExperimentConfig
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, has a value of the wrong type, or a file cannot be read."""
+
+
+# --------------------------------------------------------------------------------------------- validation
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` checked (and lightly converted, int -> float) against type ``tp``."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"config key '{key}': {value!r} matches none of {_type_name(tp)}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {list(get_args(tp))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, prefix=key)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        (item_tp, *_) = get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{key}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"config key '{key}': unsupported type {_type_name(tp)}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from plain data, checking every key and type.
+
+    Missing keys take the defaults in code; unknown keys raise :class:`ConfigError` naming the full
+    dotted key and listing the valid ones.
+    """
+    data = {} if data is None else data
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key '{prefix or '<root>'}': expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{full}'. Valid keys here: {', '.join(fields)}")
+        kwargs[key] = _coerce(value, hints[key], full)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-data (YAML-ready) copy of a config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+# ------------------------------------------------------------------------------------------ files & merge
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` updated recursively by ``update`` (mappings merge, everything else replaces)."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML mapping, resolving its ``base:`` files relative to it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"cannot parse config file {path}: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    bases = data.pop("base", None) or []
+    merged: dict[str, Any] = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        merged = deep_merge(merged, read_yaml(path.parent / base))
+    return deep_merge(merged, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into (["a", "b", "c"], parsed YAML value)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_override(data: dict[str, Any], keys: list[str], value: Any, free_form: bool = False) -> None:
+    """Set ``data[k0][k1]... = value`` in place; each key must already exist unless inside ``options``."""
+    node: Any = data
+    for depth, key in enumerate(keys[:-1]):
+        node = _child(node, key, keys[: depth + 1], free_form, create=True)
+        free_form = free_form or key in _FREE_FORM_KEYS
+    last = keys[-1]
+    if isinstance(node, list):
+        index = _index(node, last, keys)
+        node[index] = value
+    elif isinstance(node, dict):
+        if last not in node and not free_form:
+            raise ConfigError(f"unknown config key '{'.'.join(keys)}'. Valid keys here: {', '.join(node)}")
+        node[last] = value
+    else:
+        raise ConfigError(f"config key '{'.'.join(keys[:-1])}' is not a mapping or list")
+
+
+_FREE_FORM_KEYS = {"options", "adversary_optim"}
+
+
+def _index(node: list[Any], key: str, keys: list[str]) -> int:
+    if not key.isdigit() or int(key) >= len(node):
+        raise ConfigError(f"config key '{'.'.join(keys)}': list index '{key}' out of range (len {len(node)})")
+    return int(key)
+
+
+def _child(node: Any, key: str, path: list[str], free_form: bool, create: bool) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, key, path)]
+    if not isinstance(node, dict):
+        raise ConfigError(f"config key '{'.'.join(path[:-1])}' is not a mapping or list")
+    if node.get(key) is None:
+        if key not in node and not (free_form or path[-2:-1] == ["options"]):
+            raise ConfigError(f"unknown config key '{'.'.join(path)}'. Valid keys here: {', '.join(node)}")
+        node[key] = {}
+    return node[key]
+
+
+# ---------------------------------------------------------------------------------------------- public
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    cls: type[T] = ExperimentConfig,  # type: ignore[assignment]
+) -> T:
+    """Load ``path`` (or the defaults when None), apply ``key=value`` overrides and validate.
+
+    Overrides are applied to the validated defaults-filled data, so every key they name must exist
+    (free-form ``options`` mappings excepted); the result is validated once more.
+    """
+    raw = read_yaml(path) if path is not None else {}
+    data = to_dict(from_dict(cls, raw))
+    for text in overrides:
+        keys, value = parse_override(text)
+        if keys[0] == "distill" and len(keys) > 1 and keys[1] == "teacher" and data["distill"]["teacher"] is None:
+            data["distill"]["teacher"] = to_dict(from_dict(_teacher_cls(), {}))
+        apply_override(data, keys, value)
+    return from_dict(cls, data)
+
+
+def _teacher_cls() -> type:
+    from segkd.config_schema import ModelConfig
+
+    return ModelConfig
+
+
+def save_config(cfg: Any, path: str | os.PathLike[str]) -> Path:
+    """Write the resolved config as YAML (atomically) and return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    os.replace(tmp, path)
+    return path

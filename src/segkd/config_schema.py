@@ -1,0 +1,124 @@
+"""Typed schema of every segkd config: plain dataclasses with defaults in code.
+
+A YAML file holds plain data that mirrors these classes; :mod:`segkd.config` validates it against them,
+applies ``key.sub=value`` overrides and saves the resolved result next to each run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass
+class ModelConfig:
+    """A segmentation network, built by :func:`segkd.models.build_model`."""
+
+    name: str = "deeplabv3_resnet18"
+    num_classes: int | None = None  # None: taken from the dataset
+    pretrained: bool | str = False  # True: timm's hub weights; a path: local ImageNet backbone checkpoint
+    checkpoint: str | None = None  # whole-segmentor weights (segkd or reference-code layout)
+    checkpoint_format: Literal["auto", "segkd", "cirkd"] = "auto"
+    output_stride: int = 8
+    head_channels: int | None = None  # None: the architecture's published width
+    aux: bool = True  # FCN auxiliary head on the third stage (training only)
+    options: dict[str, Any] = field(default_factory=dict)  # passed to the model factory
+
+
+@dataclass
+class DataConfig:
+    """Dataset, augmentation and loader settings."""
+
+    name: str = "synthetic"
+    root: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    crop_size: list[int] = field(default_factory=lambda: [128, 128])  # H, W
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    flip: bool = True
+    color_jitter: float = 0.0  # strength of brightness/contrast/saturation jitter; 0 disables
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    batch_size: int = 8  # per process
+    val_batch_size: int = 1
+    workers: int = 2
+    options: dict[str, Any] = field(default_factory=dict)  # dataset-specific, e.g. synthetic size/count
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and learning-rate schedule of the trained network (and its loss-owned modules)."""
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    poly_power: float = 0.9
+    warmup_iters: int = 0
+    warmup_ratio: float = 0.1  # LR at iteration 0 of the warm-up, as a fraction of lr
+    head_lr_mult: float = 1.0  # LR multiplier for everything but the backbone
+
+
+@dataclass
+class TrainConfig:
+    """Iteration-based training loop settings."""
+
+    iters: int = 1000
+    aux_weight: float = 0.4
+    log_interval: int = 10
+    val_interval: int = 0  # 0: validate only at the end
+    ckpt_interval: int = 0  # 0: checkpoint only at validation points and the end
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    grad_accum: int = 1
+    grad_clip: float = 0.0  # 0 disables
+    seed: int = 0
+    deterministic: bool = False
+    resume: str | None = None  # None, "auto" (latest in output_dir) or a checkpoint path
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation settings; mode ``whole``, ``slide`` (sliding window) or ``multiscale``."""
+
+    mode: Literal["whole", "slide", "multiscale"] = "whole"
+    crop_size: list[int] = field(default_factory=lambda: [512, 1024])
+    stride: list[int] = field(default_factory=lambda: [341, 683])
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    flip: bool = False
+    checkpoint: str | None = None
+    num_visualize: int = 4
+    max_images: int = 0  # 0: the whole split
+
+
+@dataclass
+class LossTermConfig:
+    """One distillation term: ``total += weight * LOSSES[name](**options)(...)``."""
+
+    name: str = "kd"
+    weight: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DistillConfig:
+    """Teacher and distillation terms; no teacher means plain supervised training."""
+
+    teacher: ModelConfig | None = None
+    losses: list[LossTermConfig] = field(default_factory=list)
+    adversary_optim: dict[str, Any] = field(default_factory=dict)  # discriminator optimizer overrides
+
+
+@dataclass
+class ExperimentConfig:
+    """The root of a config file."""
+
+    name: str = "experiment"
+    output_dir: str = "runs/experiment"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)

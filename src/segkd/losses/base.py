@@ -1,0 +1,86 @@
+"""Contract between the training engine and every distillation loss.
+
+A distillation term is an ``nn.Module`` registered in :data:`LOSSES` and built from config data as
+``LOSSES.build(name, spec=DistillSpec(...), **options)``. Its weight lives in the config
+(``distill.losses[i].weight``) and is applied by the engine, never inside the loss.
+
+Forward contract: ``loss(student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor`` (a
+scalar). The teacher's outputs are computed once per step under ``torch.no_grad()`` and shared by all
+terms. Extra trainable modules (projection heads, adapters) are sub-modules of the loss; they are
+optimised with the student and saved in checkpoints through the loss's ``state_dict``. Stateful losses
+keep their state (memory queues) in registered buffers.
+
+Adversarial terms additionally own a discriminator trained by its own optimizer: they override
+:meth:`DistillLoss.adversary_parameters`, :meth:`DistillLoss.build_adversary_optimizer` and
+:meth:`DistillLoss.adversary_step`; the engine calls ``adversary_step`` before each student step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from segkd.models.outputs import SegOutput
+from segkd.registry import Registry
+
+
+@dataclass
+class DistillSpec:
+    """Shapes a loss needs to build its own modules (projection heads, adapters, discriminator)."""
+
+    num_classes: int
+    student_feat_channels: int
+    teacher_feat_channels: int
+    student_stage_channels: list[int] = field(default_factory=list)
+    teacher_stage_channels: list[int] = field(default_factory=list)
+    ignore_index: int = 255
+    image_channels: int = 3
+
+
+@dataclass
+class DistillBatch:
+    """The inputs of one training step, as the losses see them.
+
+    Attributes:
+        images: normalised input images, (N, 3, H, W).
+        labels: ground-truth class ids, (N, H, W), ``ignore_index`` for unlabelled pixels.
+    """
+
+    images: Tensor
+    labels: Tensor
+
+
+class DistillLoss(nn.Module):
+    """Base class of every distillation term (see the module docstring for the contract)."""
+
+    def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
+        raise NotImplementedError
+
+    def student_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters trained together with the student (default: all but the adversary's)."""
+        adversary = {id(p) for p in self.adversary_parameters()}
+        return (p for p in self.parameters() if id(p) not in adversary)
+
+    def adversary_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained by the term's own optimizer (a discriminator); none by default."""
+        return []
+
+    def build_adversary_optimizer(self, max_iters: int, **overrides: Any) -> tuple[torch.optim.Optimizer,
+                                                                                   Any] | None:
+        """Return ``(optimizer, lr_scheduler_or_None)`` for the adversary, or None when there is none."""
+        return None
+
+    def adversary_step(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> dict[str, Tensor]:
+        """Compute the adversary's loss (its backward and optimizer step are run by the engine).
+
+        Returns a dict with key ``"loss"`` (scalar to minimise) plus any terms to log; empty when the
+        term has no adversary.
+        """
+        return {}
+
+
+LOSSES: Registry[DistillLoss] = Registry("loss")
