@@ -64,6 +64,7 @@ class OptimConfig:
 class TrainConfig:
     """Iteration-based training loop settings."""
 
+    stage: Literal["main", "ka_autoencoder"] = "main"  # ka_autoencoder: Knowledge Adaptation stage 1
     iters: int = 1000
     aux_weight: float = 0.4
     log_interval: int = 10
