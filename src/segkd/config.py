@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-from segkd.config_schema import ExperimentConfig
+from segkd.config_schema import ExperimentConfig, ModelConfig
 
 T = TypeVar("T")
 
@@ -44,14 +44,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         options = get_args(tp)
         if value is None and type(None) in options:
             return None
-        errors = []
         for option in options:
             if option is type(None):
                 continue
             try:
                 return _coerce(value, option, key)
-            except ConfigError as err:
-                errors.append(str(err))
+            except ConfigError:
+                continue
         raise ConfigError(f"config key '{key}': {value!r} matches none of {_type_name(tp)}")
     if origin is Literal:
         if value not in get_args(tp):
@@ -162,7 +161,7 @@ def apply_override(data: dict[str, Any], keys: list[str], value: Any, free_form:
     """Set ``data[k0][k1]... = value`` in place; each key must already exist unless inside ``options``."""
     node: Any = data
     for depth, key in enumerate(keys[:-1]):
-        node = _child(node, key, keys[: depth + 1], free_form, create=True)
+        node = _child(node, key, keys[: depth + 1], free_form)
         free_form = free_form or key in _FREE_FORM_KEYS
     last = keys[-1]
     if isinstance(node, list):
@@ -185,7 +184,8 @@ def _index(node: list[Any], key: str, keys: list[str]) -> int:
     return int(key)
 
 
-def _child(node: Any, key: str, path: list[str], free_form: bool, create: bool) -> Any:
+def _child(node: Any, key: str, path: list[str], free_form: bool) -> Any:
+    """Descend one level for an override, creating mappings inside free-form ``options`` sections."""
     if isinstance(node, list):
         return node[_index(node, key, path)]
     if not isinstance(node, dict):
@@ -212,16 +212,10 @@ def load_config(
     data = to_dict(from_dict(cls, raw))
     for text in overrides:
         keys, value = parse_override(text)
-        if keys[0] == "distill" and len(keys) > 1 and keys[1] == "teacher" and data["distill"]["teacher"] is None:
-            data["distill"]["teacher"] = to_dict(from_dict(_teacher_cls(), {}))
+        if keys[:2] == ["distill", "teacher"] and len(keys) > 2 and data["distill"]["teacher"] is None:
+            data["distill"]["teacher"] = to_dict(ModelConfig())  # a teacher.* override opens the section
         apply_override(data, keys, value)
     return from_dict(cls, data)
-
-
-def _teacher_cls() -> type:
-    from segkd.config_schema import ModelConfig
-
-    return ModelConfig
 
 
 def save_config(cfg: Any, path: str | os.PathLike[str]) -> Path:

@@ -69,12 +69,15 @@ class DistillLoss(nn.Module):
         """Parameters trained by the term's own optimizer (a discriminator); none by default."""
         return []
 
-    def build_adversary_optimizer(self, max_iters: int, **overrides: Any) -> tuple[torch.optim.Optimizer,
-                                                                                   Any] | None:
+    def build_adversary_optimizer(
+        self, max_iters: int, **overrides: Any
+    ) -> tuple[torch.optim.Optimizer, Any] | None:
         """Return ``(optimizer, lr_scheduler_or_None)`` for the adversary, or None when there is none."""
         return None
 
-    def adversary_step(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> dict[str, Tensor]:
+    def adversary_step(
+        self, student: SegOutput, teacher: SegOutput, batch: DistillBatch
+    ) -> dict[str, Tensor]:
         """Compute the adversary's loss (its backward and optimizer step are run by the engine).
 
         Returns a dict with key ``"loss"`` (scalar to minimise) plus any terms to log; empty when the
