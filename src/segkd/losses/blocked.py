@@ -1,0 +1,72 @@
+"""Row-blocked reductions over pixel-pair matrices that never materialise the whole (M x M) matrix.
+
+Relational losses (SKD pair-wise, CIRKD pixel-to-pixel, Knowledge-Adaptation affinity) reduce a
+function of an (M x M) pixel-pair matrix per image, with M = h*w (8192 pixels at 64x128 give 256 MiB
+per image and per network in float32). :func:`blocked_sum` evaluates the reduction one block of rows
+at a time and wraps each block in :func:`torch.utils.checkpoint.checkpoint` (non-reentrant), so autograd
+keeps only the block inputs (references to the full feature tensors) and recomputes one block at a
+time during backward: peak memory grows with ``block_size * M``, not ``M * M``. The value and gradient are
+those of the naive computation (up to floating-point summation order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+BlockFn = Callable[..., Tensor]
+
+
+def blocked_sum(block_fn: Callable[[int, int], BlockFn], num_rows: int, block_size: int,
+                *tensors: Tensor) -> Tensor:
+    """Return ``sum_b block_fn(start_b, stop_b)(*tensors)`` over row blocks ``[start_b, stop_b)``.
+
+    Args:
+        block_fn: ``block_fn(start, stop)`` returns a function of ``*tensors`` giving the scalar
+            contribution of rows ``start:stop``; it must only read ``tensors`` (no captured tensors
+            that need gradients, or checkpointing cannot recompute them).
+        num_rows: total number of rows M.
+        block_size: rows per block (>= 1); ``block_size >= num_rows`` evaluates everything at once.
+        tensors: inputs of every block (gradients flow to them).
+    """
+    if block_size < 1:
+        raise ValueError(f"blocked_sum: block_size must be >= 1, got {block_size}")
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    total: Tensor | None = None
+    for start in range(0, num_rows, block_size):
+        fn = block_fn(start, min(start + block_size, num_rows))
+        part = checkpoint(fn, *tensors, use_reentrant=False) if needs_grad else fn(*tensors)
+        total = part if total is None else total + part
+    if total is None:
+        raise ValueError("blocked_sum: num_rows must be >= 1")
+    return total
+
+
+def affinity_sq_error_sum(student: Tensor, teacher: Tensor, block_size: int = 1024) -> Tensor:
+    """``sum_{n,i,j} (S_n[i,j] - T_n[i,j])^2`` with ``S_n = F_s[n]^T F_s[n]`` and ``T_n = F_t[n]^T F_t[n]``.
+
+    Args:
+        student: (N, C_s, M) per-pixel student embeddings.
+        teacher: (N, C_t, M) teacher embeddings (channel counts may differ, M must match).
+        block_size: rows of the (M x M) affinity matrices computed at once.
+
+    Returns:
+        Scalar sum of squared differences over the N * M * M pixel pairs.
+    """
+    if student.dim() != 3 or teacher.dim() != 3 or student.shape[0] != teacher.shape[0] \
+            or student.shape[2] != teacher.shape[2]:
+        raise ValueError(f"affinity_sq_error_sum: need (N, C, M) tensors with equal N and M, got "
+                         f"{tuple(student.shape)} and {tuple(teacher.shape)}")
+
+    def block_fn(start: int, stop: int) -> BlockFn:
+        def fn(fs: Tensor, ft: Tensor) -> Tensor:
+            a_s = torch.bmm(fs[:, :, start:stop].transpose(1, 2), fs)  # (N, b, M)
+            a_t = torch.bmm(ft[:, :, start:stop].transpose(1, 2), ft)
+            return (a_s - a_t).pow(2).sum()
+
+        return fn
+
+    return blocked_sum(block_fn, student.shape[2], block_size, student, teacher)

@@ -1,0 +1,40 @@
+"""``cwd``: channel-wise distillation on logits or ``feat`` (see :func:`channel_wise_loss`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import Tensor, nn
+
+from segkd.losses.base import LOSSES, DistillBatch, DistillLoss, DistillSpec
+from segkd.losses.functional.common import resize_to
+from segkd.losses.functional.cwd import channel_wise_loss
+from segkd.models.outputs import SegOutput
+
+CWDTarget = Literal["logits", "feat"]
+
+
+@LOSSES.register("cwd")
+class ChannelWiseDistillation(DistillLoss):
+    """CWD (Shu et al., ICCV 2021).
+
+    ``target="logits"`` (default; T=4, config weight 3 as in the original and CIRKD's runs) or
+    ``target="feat"`` (CIRKD's feature CWD, weight 50). When the student's ``feat`` has fewer/more channels
+    than the teacher's, a 1x1 conv (no bias, owned by this loss and trained with the student) maps it to
+    the teacher's width; a student map of another spatial size is bilinearly resized to the teacher's.
+    """
+
+    def __init__(self, spec: DistillSpec, target: CWDTarget = "logits", temperature: float = 4.0) -> None:
+        super().__init__()
+        if target not in ("logits", "feat"):
+            raise ValueError(f"cwd: option 'target' must be 'logits' or 'feat', got '{target}'")
+        self.target = target
+        self.temperature = float(temperature)
+        s_ch, t_ch = spec.student_feat_channels, spec.teacher_feat_channels
+        needs_align = target == "feat" and s_ch != t_ch
+        self.align: nn.Module = nn.Conv2d(s_ch, t_ch, 1, bias=False) if needs_align else nn.Identity()
+
+    def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
+        s, t = (student.logits, teacher.logits) if self.target == "logits" else (student.feat, teacher.feat)
+        s = resize_to(self.align(s), tuple(t.shape[-2:]))
+        return channel_wise_loss(s, t.detach(), self.temperature)

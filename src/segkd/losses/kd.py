@@ -1,0 +1,36 @@
+"""``kd``: pixel-wise knowledge distillation on the segmentation logits (see :func:`pixel_kd_loss`)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from segkd.losses.base import LOSSES, DistillBatch, DistillLoss, DistillSpec
+from segkd.losses.functional.kd import KDReduction, pixel_kd_loss
+from segkd.models.outputs import SegOutput
+
+
+@LOSSES.register("kd")
+class PixelKD(DistillLoss):
+    """Pixel-wise KD, KL(softmax(t/T) || softmax(s/T)) per pixel.
+
+    Defaults = CIRKD ``losses/kd.py`` (T=1, mean over all pixels, x T^2, no masking), which produced the
+    CIRKD table (weight 1 in the config). ``reduction="skd"`` gives the official SKD normalisation
+    (sum over the batch of CE to the teacher / (h*w), weight 10). ``mask_ignore=True`` drops pixels whose
+    nearest-downsampled label is ``spec.ignore_index``.
+    """
+
+    def __init__(self, spec: DistillSpec, temperature: float = 1.0, reduction: KDReduction = "mean",
+                 mask_ignore: bool = False) -> None:
+        super().__init__()
+        if reduction not in ("mean", "skd"):
+            raise ValueError(f"kd: option 'reduction' must be 'mean' or 'skd', got '{reduction}'")
+        self.num_classes = spec.num_classes
+        self.ignore_index = spec.ignore_index
+        self.temperature = float(temperature)
+        self.reduction = reduction
+        self.mask_ignore = mask_ignore
+
+    def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
+        labels = batch.labels if self.mask_ignore else None
+        return pixel_kd_loss(student.logits, teacher.logits.detach(), self.temperature, self.reduction,
+                             labels=labels, num_classes=self.num_classes, ignore_index=self.ignore_index)

@@ -1,0 +1,178 @@
+"""SKD pair-wise (blocked vs naive, hand value) and holistic (discriminator, adversary step)."""
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from loss_testing import NUM_CLASSES, assert_grads_student_only, run_pair, tiny_pair
+from segkd.losses import LOSSES, DistillBatch
+from segkd.losses.blocked import affinity_sq_error_sum
+from segkd.losses.discriminator import SAGANDiscriminator
+from segkd.losses.functional import (
+    adversarial_d_loss,
+    adversarial_g_loss,
+    gradient_penalty,
+    pairwise_affinity_loss,
+    skd_pool,
+)
+
+
+def naive_pairwise(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
+    """Reference-code formula, whole (N, M, M) matrices at once, pool 'none'."""
+    def sim(f):
+        f = f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-8).detach()
+        f = f.flatten(2)
+        return torch.einsum("icm,icn->imn", f, f)
+    m = fs.shape[2] * fs.shape[3]
+    return ((sim(fs) - sim(ft)) ** 2).sum() / (m * m) / fs.shape[0]
+
+
+def test_pairwise_hand_value():
+    # student pixels [1,0], [0,2] -> A_s = I ; teacher pixels [1,1], [1,1] -> A_t = all ones
+    s = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64).view(1, 2, 1, 2)
+    t = torch.ones(1, 2, 1, 2, dtype=torch.float64)
+    assert pairwise_affinity_loss(s, t, pool="none").item() == pytest.approx(2 / 4, rel=1e-6)
+
+
+@pytest.mark.parametrize("block_size", [1, 5, 7, 42, 1000])
+def test_blocked_equals_naive_value_and_gradient(block_size):
+    torch.manual_seed(0)
+    s = torch.randn(2, 5, 6, 7, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(2, 3, 6, 7, dtype=torch.float64)
+    blocked = pairwise_affinity_loss(s, t, pool="none", block_size=block_size)
+    (g_blocked,) = torch.autograd.grad(blocked, s)
+    naive = naive_pairwise(s, t)
+    (g_naive,) = torch.autograd.grad(naive, s)
+    assert blocked.item() == pytest.approx(naive.item(), rel=1e-6)
+    assert torch.allclose(g_blocked, g_naive, rtol=1e-6, atol=1e-12)
+
+
+class MaxNumel(TorchDispatchMode):
+    """Records the largest tensor produced by any aten op (forward and backward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.max_numel = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for o in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(o, torch.Tensor):
+                self.max_numel = max(self.max_numel, o.numel())
+        return out
+
+
+def test_blocked_never_materialises_full_affinity():
+    m_side, block = 12, 16  # M = 144 nodes; a full affinity would have 20736 entries
+    s = torch.randn(1, 4, m_side, m_side, requires_grad=True)
+    t = torch.randn(1, 4, m_side, m_side)
+    with MaxNumel() as probe:
+        pairwise_affinity_loss(s, t, pool="none", block_size=block).backward()
+    m = m_side * m_side
+    assert probe.max_numel <= block * m
+    with MaxNumel() as probe_naive:
+        naive_pairwise(s, t)
+    assert probe_naive.max_numel >= m * m  # the probe does see a full matrix when there is one
+
+
+def test_affinity_sum_gradcheck_and_teacher_gradient():
+    torch.manual_seed(1)
+    s = torch.randn(1, 3, 5, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(1, 2, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: affinity_sq_error_sum(a, b, 2), (s, t))
+
+
+def test_pooling_options():
+    assert skd_pool(torch.zeros(1, 1, 65, 65), "skd", 0.5).shape[-2:] == (3, 3)  # SKD: ~3x3 nodes
+    assert skd_pool(torch.zeros(1, 1, 9, 8), "cirkd").shape[-2:] == (5, 4)  # 2x2, ceil_mode
+    torch.manual_seed(2)
+    s, t = torch.randn(2, 4, 6, 8), torch.randn(2, 5, 6, 8)
+    pooled = pairwise_affinity_loss(s, t, pool="cirkd")
+    manual = naive_pairwise(torch.nn.functional.max_pool2d(s, 2), torch.nn.functional.max_pool2d(t, 2))
+    assert pooled.item() == pytest.approx(manual.item(), rel=1e-5)
+    # a student map of another size is resized to the teacher's before pooling
+    assert pairwise_affinity_loss(torch.randn(2, 4, 3, 4), t, pool="skd").isfinite()
+
+
+def test_pairwise_invariants_and_gradcheck():
+    torch.manual_seed(3)
+    s = torch.randn(1, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(1, 4, 3, 3, dtype=torch.float64)
+    assert pairwise_affinity_loss(t, t).item() == pytest.approx(0.0, abs=1e-12)
+    assert pairwise_affinity_loss(s, t).item() > 0
+    # only the undetached norm has the true gradient (detach_norm=True is checked against naive above)
+    fn = lambda x: pairwise_affinity_loss(x, t, pool="none", detach_norm=False, block_size=4)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (s,))
+
+
+def test_pairwise_module_gradients():
+    student, teacher, images, labels, spec = tiny_pair()
+    loss = LOSSES.build("skd_pairwise", spec=spec, block_size=3)
+    value = run_pair(loss, student, teacher, images, labels)
+    value.backward()
+    assert value.item() > 0
+    assert_grads_student_only(loss, student, teacher, feat_only=True)
+
+
+def test_adversarial_terms_hand_values():
+    real, fake = torch.tensor([0.5, 2.0]), torch.tensor([-2.0, 0.5])
+    assert adversarial_d_loss(real, fake, "hinge").item() == pytest.approx(0.25 + 0.75)
+    assert adversarial_d_loss(real, fake, "wgan-gp").item() == pytest.approx(-0.75 - 1.25)
+    assert adversarial_g_loss(fake).item() == pytest.approx(0.75)
+
+
+def test_gradient_penalty_hand_value_and_nan_guard():
+    x_real, x_fake = torch.randn(3, 1, 2, 2), torch.randn(3, 1, 2, 2)
+    # D(x) = sum(x): gradient all ones over 4 entries -> norm 2 -> (2 - 1)^2 = 1
+    assert gradient_penalty(lambda x: x.sum((1, 2, 3)), x_real, x_fake).item() == pytest.approx(1.0)
+    w = torch.zeros(1, requires_grad=True)  # D with a vanishing input gradient: norm 0
+    gp = gradient_penalty(lambda x: (w * x).sum((1, 2, 3)), x_real, x_fake)
+    (g,) = torch.autograd.grad(gp, w)
+    assert gp.item() == pytest.approx(1.0, rel=1e-5) and torch.isfinite(g).all()
+
+
+@pytest.mark.parametrize("size", [(1, 1), (4, 4), (16, 16), (9, 20)])
+def test_discriminator_runs_on_small_maps(size):
+    d = SAGANDiscriminator(NUM_CLASSES, conv_dim=8)
+    out = d(torch.randn(2, NUM_CLASSES, *size))
+    assert out.shape == (2,) and torch.isfinite(out).all()
+    assert d.attn1.gamma.item() == 0.0
+
+
+@pytest.mark.parametrize("adv_loss,condition", [("hinge", False), ("wgan-gp", True)])
+def test_holistic_adversary_step_updates_only_discriminator(adv_loss, condition):
+    student, teacher, images, labels, spec = tiny_pair(batch=1)
+    loss = LOSSES.build("skd_holistic", spec=spec, adv_loss=adv_loss, condition_on_image=condition,
+                        conv_dim=8)
+    d_opt, d_sched = loss.build_adversary_optimizer(max_iters=10)
+    assert isinstance(d_opt, torch.optim.Adam if adv_loss == "hinge" else torch.optim.SGD)
+    assert (d_sched is None) == (adv_loss == "hinge")
+    assert not set(map(id, loss.student_parameters())) & set(map(id, loss.adversary_parameters()))
+    s_out = student(images)
+    with torch.no_grad():
+        t_out = teacher(images)
+    batch = DistillBatch(images=images, labels=labels)
+    d_before = [p.detach().clone() for p in loss.adversary_parameters()]
+    d_opt.zero_grad()
+    out = loss.adversary_step(s_out, t_out, batch)
+    assert torch.isfinite(out["loss"]) and ("d_gp" in out) == (adv_loss == "wgan-gp")
+    out["loss"].backward()
+    d_opt.step()
+    assert all(p.grad is None for p in student.parameters())  # student logits were detached
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, loss.adversary_parameters()))
+    g_term = loss(s_out, t_out, batch)
+    g_term.backward()
+    assert all(p.grad is not None for p in student.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_holistic_optimizer_overrides():
+    _, _, _, _, spec = tiny_pair()
+    loss = LOSSES.build("skd_holistic", spec=spec, conv_dim=8)
+    opt, sched = loss.build_adversary_optimizer(100, name="sgd", lr=1e-3, poly_power=0.9)
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["lr"] == 1e-3 and sched is not None
+    assert opt.param_groups[0]["momentum"] == 0.9
+    adam, _ = loss.build_adversary_optimizer(100)
+    assert adam.param_groups[0]["betas"] == (0.9, 0.99) and adam.param_groups[0]["weight_decay"] == 0.0
+    with pytest.raises(ValueError, match="adversary_optim"):
+        loss.build_adversary_optimizer(100, lr_d=1.0)
