@@ -1,0 +1,154 @@
+"""Training and evaluation transforms on (image, label) pairs.
+
+Input: image uint8 ``(H, W, 3)`` and label int64 ``(H, W)`` (numpy, as read from disk).
+Output: image FloatTensor ``(3, H', W')`` normalised with ``(x / 255 - mean) / std``, label LongTensor
+``(H', W')``. Training: photometric jitter (optional) -> random scale (bilinear image, **nearest** label)
+-> normalise -> pad to the crop size (image 0 = the mean colour, label ``ignore_index``) -> random crop
+-> random horizontal flip, applied identically to image and label. Evaluation: normalise only (full size).
+
+Randomness comes from torch's global generator, which the train loader re-seeds per sample
+(:mod:`segkd.data.loaders`), so augmentation is reproducible given the run seed.
+Geometric ops use ``torch.nn.functional`` and photometric ones torchvision's tensor functional API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+
+from segkd.config_schema import DataConfig
+from segkd.data.base import IGNORE_INDEX
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_tensors(image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (H, W, 3) -> float (3, H, W) in [0, 1]; int label (H, W) -> int64 (H, W)."""
+    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    return img, torch.from_numpy(np.ascontiguousarray(label)).long()
+
+
+def normalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``(image - mean) / std`` per channel; image (3, H, W) in [0, 1]."""
+    return TF.normalize(image, list(mean), list(std))
+
+
+def color_jitter(image: torch.Tensor, strength: float) -> torch.Tensor:
+    """Brightness, contrast and saturation each scaled by a factor drawn from ``[1-s, 1+s]``."""
+    factors = 1.0 + strength * (2.0 * torch.rand(3) - 1.0)
+    image = TF.adjust_brightness(image, float(factors[0]))
+    image = TF.adjust_contrast(image, float(factors[1]))
+    return TF.adjust_saturation(image, float(factors[2])).clamp_(0.0, 1.0)
+
+
+def resize_pair(
+    image: torch.Tensor, label: torch.Tensor, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize to ``size`` (H, W): image bilinear, label nearest-neighbour (never mixes class ids)."""
+    image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+    label = F.interpolate(label[None, None].float(), size=size, mode="nearest")[0, 0].long()
+    return image, label
+
+
+def random_scale(
+    image: torch.Tensor, label: torch.Tensor, scale_range: Sequence[float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize by a factor drawn uniformly from ``scale_range``."""
+    low, high = scale_range
+    scale = low + (high - low) * float(torch.rand(()))
+    h, w = label.shape
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return resize_pair(image, label, size) if size != (h, w) else (image, label)
+
+
+def pad_to(
+    image: torch.Tensor, label: torch.Tensor, size: Sequence[int], ignore_index: int = IGNORE_INDEX
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad bottom/right up to at least ``size``: image with 0, label with ``ignore_index``."""
+    h, w = label.shape
+    pad_h, pad_w = max(size[0] - h, 0), max(size[1] - w, 0)
+    if pad_h == 0 and pad_w == 0:
+        return image, label
+    image = F.pad(image, (0, pad_w, 0, pad_h), value=0.0)
+    label = F.pad(label, (0, pad_w, 0, pad_h), value=ignore_index)
+    return image, label
+
+
+def random_crop(
+    image: torch.Tensor, label: torch.Tensor, size: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop the same random ``size`` (H, W) window from image and label (both at least that large)."""
+    h, w = label.shape
+    top = int(torch.randint(0, h - size[0] + 1, ()))
+    left = int(torch.randint(0, w - size[1] + 1, ()))
+    window = (slice(top, top + size[0]), slice(left, left + size[1]))
+    return image[:, window[0], window[1]], label[window]
+
+
+def random_hflip(
+    image: torch.Tensor, label: torch.Tensor, p: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flip image and label left-right together with probability ``p``."""
+    if float(torch.rand(())) < p:
+        return image.flip(-1), label.flip(-1)
+    return image, label
+
+
+class TrainTransform:
+    """Random scale, pad with ignore, random crop, flip, optional jitter, normalise (see module doc)."""
+
+    def __init__(
+        self,
+        crop_size: Sequence[int] = (512, 1024),
+        scale_range: Sequence[float] = (0.5, 2.0),
+        flip: bool = True,
+        jitter: float = 0.0,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        ignore_index: int = IGNORE_INDEX,
+    ) -> None:
+        if len(crop_size) != 2 or min(crop_size) <= 0:
+            raise ValueError(f"data.crop_size must be [height, width] > 0, got {list(crop_size)}")
+        if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
+            raise ValueError(
+                f"data.scale_range must be [low, high] with 0 < low <= high, got {list(scale_range)}"
+            )
+        self.crop_size = tuple(int(c) for c in crop_size)
+        self.scale_range = tuple(float(s) for s in scale_range)
+        self.flip, self.jitter, self.ignore_index = flip, float(jitter), ignore_index
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        img, lbl = to_tensors(image, label)
+        if self.jitter > 0:
+            img = color_jitter(img, self.jitter)
+        img, lbl = random_scale(img, lbl, self.scale_range)
+        img = normalize(img, self.mean, self.std)
+        img, lbl = pad_to(img, lbl, self.crop_size, self.ignore_index)
+        img, lbl = random_crop(img, lbl, self.crop_size)
+        if self.flip:
+            img, lbl = random_hflip(img, lbl)
+        return img.contiguous(), lbl.contiguous()
+
+
+class EvalTransform:
+    """Full-size evaluation: only tensor conversion and normalisation."""
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        img, lbl = to_tensors(image, label)
+        return normalize(img, self.mean, self.std), lbl
+
+
+def build_transforms(cfg: DataConfig, train: bool) -> TrainTransform | EvalTransform:
+    """The training (``train=True``) or full-size evaluation transform described by ``cfg``."""
+    if not train:
+        return EvalTransform(cfg.mean, cfg.std)
+    return TrainTransform(cfg.crop_size, cfg.scale_range, cfg.flip, cfg.color_jitter, cfg.mean, cfg.std)
