@@ -1,0 +1,212 @@
+"""Knowledge Adaptation (He et al., CVPR 2019): ``ka_adapt`` and ``ka_affinity``, plus stage 1.
+
+Stage 1 (:func:`fit_autoencoder`): an auto-encoder learns to reconstruct the frozen teacher's ``feat``
+(reconstruction L2 + alpha * L1 of the latent, alpha = 1e-7, so that it is not an identity map); it is
+saved with :func:`save_autoencoder`. Stage 2: the terms load its frozen encoder E from option
+``autoencoder: PATH`` and train small adapters on the student's ``feat`` to match E(teacher feat):
+``ka_adapt`` (C_f, weight 50 in the paper) and ``ka_affinity`` (C_a, weight 1).
+When teacher and student maps differ in size, the smaller one is bilinearly upsampled to the larger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from segkd.losses.base import LOSSES, DistillBatch, DistillLoss, DistillSpec
+from segkd.losses.functional.common import align_to_larger
+from segkd.losses.functional.ka import autoencoder_loss, ka_adaptation_loss, ka_affinity_loss
+from segkd.models.outputs import SegOutput
+
+
+class AutoEncoder(nn.Module):
+    """Encoder: three 3x3 convs (C -> hidden -> hidden -> latent, ReLU between; the middle one has stride
+    ``stride``); decoder: the symmetric transposed convs back to C. (N, C, H, W) -> (N, C, H, W).
+
+    The layer widths and strides of the paper's auto-encoder are not published in detail (unverified);
+    ``stride=1`` keeps the feat resolution.
+    """
+
+    def __init__(
+        self, in_channels: int, latent_channels: int = 128, hidden_channels: int = 256, stride: int = 1
+    ) -> None:
+        super().__init__()
+        self.config = dict(
+            in_channels=in_channels,
+            latent_channels=latent_channels,
+            hidden_channels=hidden_channels,
+            stride=stride,
+        )
+        self.encoder = nn.Sequential(
+            nn.Conv2d(in_channels, hidden_channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden_channels, hidden_channels, 3, stride=stride, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden_channels, latent_channels, 3, padding=1),
+        )
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(latent_channels, hidden_channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(
+                hidden_channels, hidden_channels, 3, stride=stride, padding=1, output_padding=stride - 1
+            ),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(hidden_channels, in_channels, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Return ``(reconstruction, latent)``."""
+        latent = self.encoder(x)
+        return self.decoder(latent), latent
+
+
+def save_autoencoder(path: str | Path, ae: AutoEncoder, meta: dict[str, Any] | None = None) -> None:
+    """Write ``{"config", "state_dict", "meta"}`` to ``path`` (parent folders created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": ae.config, "state_dict": ae.state_dict(), "meta": dict(meta or {})}, path)
+
+
+def load_autoencoder(path: str | Path) -> tuple[AutoEncoder, dict[str, Any]]:
+    """Rebuild an :class:`AutoEncoder` saved by :func:`save_autoencoder`; returns ``(ae, meta)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Knowledge Adaptation auto-encoder not found: {path} (train it first with "
+            "train.stage=ka_autoencoder, which writes RUN_DIR/autoencoder.pt)"
+        )
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or "config" not in data or "state_dict" not in data:
+        raise ValueError(f"{path}: not a segkd auto-encoder file (expected keys 'config' and 'state_dict')")
+    ae = AutoEncoder(**data["config"])
+    ae.load_state_dict(data["state_dict"])
+    return ae, data.get("meta", {})
+
+
+def fit_autoencoder(
+    teacher: nn.Module,
+    batches: Iterable[dict[str, Tensor]],
+    iters: int,
+    lr: float = 0.1,
+    weight_decay: float = 5e-4,
+    l1_weight: float = 1e-7,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    latent_channels: int = 128,
+    hidden_channels: int = 256,
+    momentum: float = 0.9,
+) -> tuple[AutoEncoder, list[float]]:
+    """Stage 1: train an auto-encoder on the frozen teacher's ``feat`` for ``iters`` batches.
+
+    ``batches`` yields dicts with ``"image"`` (N, 3, H, W) (``"label"`` is ignored); it is cycled if shorter
+    than ``iters``. SGD (momentum 0.9) at ``lr`` with ``weight_decay`` (the paper: lr 0.1, "large" weight
+    decay, value unpublished; 5e-4 here is an assumption). Returns ``(autoencoder, loss per iteration)``.
+    """
+    teacher = teacher.to(device).eval()
+    ae: AutoEncoder | None = None
+    history: list[float] = []
+    stream = _cycle(batches)
+    opt = None
+    for _ in tqdm(range(iters), disable=not progress, desc="ka autoencoder"):
+        images = next(stream)["image"].to(device)
+        with torch.no_grad():
+            feat = teacher(images).feat
+        if ae is None:
+            ae = AutoEncoder(feat.shape[1], latent_channels, hidden_channels).to(device)
+            opt = torch.optim.SGD(ae.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+        recon, latent = ae(feat)
+        loss = autoencoder_loss(recon, feat, latent, l1_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    if ae is None:
+        raise ValueError("fit_autoencoder: no batch was seen (iters must be >= 1 and batches non-empty)")
+    return ae.eval(), history
+
+
+def _cycle(batches: Iterable[dict[str, Tensor]]) -> Iterator[dict[str, Tensor]]:
+    while True:
+        empty = True
+        for item in batches:
+            empty = False
+            yield item
+        if empty:
+            return
+
+
+def adapter(in_channels: int, out_channels: int) -> nn.Sequential:
+    """C_f / C_a: conv3x3 - BN - ReLU from the student feat to the latent channels."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class _KATerm(DistillLoss):
+    """Loads the frozen encoder (``autoencoder`` option) and owns one adapter."""
+
+    def __init__(self, spec: DistillSpec, autoencoder: str | None = None) -> None:
+        super().__init__()
+        if not autoencoder:
+            raise ValueError(
+                f"{type(self).__name__}: option 'autoencoder' (path to autoencoder.pt from "
+                "train.stage=ka_autoencoder) is required"
+            )
+        ae, _ = load_autoencoder(autoencoder)
+        if ae.config["in_channels"] != spec.teacher_feat_channels:
+            raise ValueError(
+                f"{autoencoder}: auto-encoder expects {ae.config['in_channels']} teacher channels, "
+                f"the teacher has {spec.teacher_feat_channels}"
+            )
+        self.encoder = ae.encoder.requires_grad_(False).eval()
+        self.adapter = adapter(spec.student_feat_channels, ae.config["latent_channels"])
+
+    def train(self, mode: bool = True) -> _KATerm:
+        super().train(mode)
+        self.encoder.eval()  # frozen in stage 2
+        return self
+
+    def student_parameters(self) -> Iterator[nn.Parameter]:
+        return (p for p in self.adapter.parameters())
+
+    def aligned(self, student: SegOutput, teacher: SegOutput) -> tuple[Tensor, Tensor]:
+        """(E(teacher feat), adapter(student feat)) at a common size."""
+        with torch.no_grad():
+            latent = self.encoder(teacher.feat.detach())
+        adapted, latent = align_to_larger(self.adapter(student.feat), latent)
+        return latent, adapted
+
+
+@LOSSES.register("ka_adapt")
+class KAAdapt(_KATerm):
+    """Feature adaptation term :func:`ka_adaptation_loss` on (E(t), C_f(s)); options ``autoencoder``
+    (required path), ``reduction`` ("sum": L1 summed over the map, mean over the batch)."""
+
+    def __init__(self, spec: DistillSpec, *, autoencoder: str | None = None, reduction: str = "sum") -> None:
+        super().__init__(spec, autoencoder)
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"ka_adapt: option 'reduction' must be 'sum' or 'mean', got {reduction!r}")
+        self.reduction = reduction
+
+    def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
+        latent, adapted = self.aligned(student, teacher)
+        return ka_adaptation_loss(latent, adapted, self.reduction)
+
+
+@LOSSES.register("ka_affinity")
+class KAAffinity(_KATerm):
+    """Affinity term :func:`ka_affinity_loss` on (E(t), C_a(s)); option ``autoencoder`` (required path)."""
+
+    def __init__(self, spec: DistillSpec, *, autoencoder: str | None = None) -> None:
+        super().__init__(spec, autoencoder)
+
+    def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
+        latent, adapted = self.aligned(student, teacher)
+        return ka_affinity_loss(latent, adapted)

@@ -1,0 +1,120 @@
+"""Knowledge Adaptation: hand-computed losses, auto-encoder stage 1, stage-2 terms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segkd.losses import LOSSES, DistillBatch, DistillSpec
+from segkd.losses.functional.ka import autoencoder_loss, ka_adaptation_loss, ka_affinity_loss
+from segkd.losses.ka import AutoEncoder, fit_autoencoder, load_autoencoder, save_autoencoder
+from segkd.models.outputs import SegOutput
+
+
+def naive_affinity(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Explicit HW x HW cosine affinities, mean squared difference."""
+    ft = F.normalize(t.flatten(2), dim=1).transpose(1, 2)
+    fs = F.normalize(s.flatten(2), dim=1).transpose(1, 2)
+    return ((fs @ fs.transpose(1, 2) - ft @ ft.transpose(1, 2)) ** 2).mean()
+
+
+def test_adaptation_loss_hand_computed() -> None:
+    t = torch.tensor([3.0, 4.0]).view(1, 2, 1, 1)  # -> (0.6, 0.8)
+    s = torch.tensor([4.0, 3.0]).view(1, 2, 1, 1)  # -> (0.8, 0.6)
+    assert ka_adaptation_loss(t, s).item() == pytest.approx(0.4, rel=1e-6)
+    assert ka_adaptation_loss(t, s, reduction="mean").item() == pytest.approx(0.2, rel=1e-6)
+    assert ka_adaptation_loss(t, 7 * t).item() == pytest.approx(0.0, abs=1e-7)  # scale-invariant per sample
+
+
+def test_affinity_loss_hand_computed_and_matches_naive() -> None:
+    t = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(1, 2, 1, 2)  # positions (1,0), (0,1): A_t = I
+    s = torch.tensor([[1.0, 1.0], [0.0, 0.0]]).view(1, 2, 1, 2)  # positions (1,0), (1,0): A_s = ones
+    assert ka_affinity_loss(t, s).item() == pytest.approx(0.5, rel=1e-6)  # (0+1+1+0)/4
+    g = torch.Generator().manual_seed(0)
+    t, s = (
+        torch.randn(2, 5, 3, 4, generator=g, dtype=torch.float64),
+        torch.randn(2, 3, 3, 4, generator=g, dtype=torch.float64),
+    )
+    assert ka_affinity_loss(t, s).item() == pytest.approx(naive_affinity(t, s).item(), rel=1e-10)
+    assert ka_affinity_loss(t, 2 * t).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_ka_gradcheck() -> None:
+    t = torch.randn(2, 3, 2, 2, dtype=torch.float64)
+    s = torch.randn(2, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: ka_affinity_loss(t, x), (s,))
+    assert torch.autograd.gradcheck(lambda x: ka_adaptation_loss(t, x), (s,))  # |.| smooth away from 0
+
+
+def test_autoencoder_loss_hand_computed() -> None:
+    recon, target = torch.zeros(1, 1, 1, 2), torch.ones(1, 1, 1, 2)
+    latent = torch.tensor([-2.0, 3.0]).view(1, 2, 1, 1)
+    assert autoencoder_loss(recon, target, latent, l1_weight=0.1).item() == pytest.approx(1.5)
+
+
+class TinyTeacher(nn.Module):
+    def __init__(self, channels: int = 6, stride: int = 2) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, channels, 3, stride=stride, padding=1)
+
+    def forward(self, x: torch.Tensor) -> SegOutput:
+        feat = torch.relu(self.conv(x))
+        return SegOutput(logits=feat[:, :2], feat=feat)
+
+
+def test_fit_autoencoder_reduces_loss_and_round_trips(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    teacher = TinyTeacher()
+    batches = [
+        {"image": torch.randn(2, 3, 8, 8), "label": torch.zeros(2, 8, 8, dtype=torch.long)} for _ in range(3)
+    ]
+    ae, history = fit_autoencoder(
+        teacher, batches, iters=40, lr=0.05, progress=False, latent_channels=4, hidden_channels=8
+    )
+    assert len(history) == 40
+    assert sum(history[-5:]) / 5 < 0.7 * sum(history[:5]) / 5
+    assert all(p.grad is None for p in teacher.parameters())
+    save_autoencoder(tmp_path / "ae.pt", ae, {"teacher": "tiny"})
+    loaded, meta = load_autoencoder(tmp_path / "ae.pt")
+    x = torch.randn(1, 6, 4, 4)
+    assert meta == {"teacher": "tiny"}
+    assert torch.equal(loaded(x)[0], ae(x)[0])
+
+
+def test_autoencoder_stride_2_shapes() -> None:
+    ae = AutoEncoder(6, latent_channels=4, hidden_channels=8, stride=2)
+    recon, latent = ae(torch.randn(1, 6, 8, 8))
+    assert recon.shape == (1, 6, 8, 8) and latent.shape == (1, 4, 4, 4)
+
+
+def test_stage2_terms_missing_path_is_clear(tmp_path: Path) -> None:
+    spec = DistillSpec(num_classes=2, student_feat_channels=5, teacher_feat_channels=6)
+    with pytest.raises(ValueError, match="autoencoder"):
+        LOSSES.build("ka_adapt", spec=spec)
+    with pytest.raises(FileNotFoundError, match="ka_autoencoder"):
+        LOSSES.build("ka_affinity", spec=spec, autoencoder=str(tmp_path / "missing.pt"))
+
+
+@pytest.mark.parametrize("name", ["ka_adapt", "ka_affinity"])
+def test_stage2_gradients_reach_student_and_adapter_only(tmp_path: Path, name: str) -> None:
+    save_autoencoder(tmp_path / "ae.pt", AutoEncoder(6, latent_channels=4, hidden_channels=8))
+    spec = DistillSpec(num_classes=2, student_feat_channels=5, teacher_feat_channels=6)
+    loss = LOSSES.build(name, spec=spec, autoencoder=str(tmp_path / "ae.pt")).train()
+    assert not loss.encoder.training
+    fs = torch.randn(2, 5, 4, 4, requires_grad=True)  # student at stride 8
+    ft = torch.randn(2, 6, 8, 8, requires_grad=True)  # teacher at stride 4: maps resized to match
+    value = loss(
+        SegOutput(logits=fs, feat=fs),
+        SegOutput(logits=ft, feat=ft),
+        DistillBatch(images=torch.zeros(2, 3, 32, 32), labels=torch.zeros(2, 32, 32)),
+    )
+    value.backward()
+    assert value.item() > 0
+    assert fs.grad is not None and fs.grad.abs().sum() > 0 and ft.grad is None
+    assert all(p.grad is None for p in loss.encoder.parameters())
+    trained = list(loss.student_parameters())
+    assert len(trained) == 3 and all(p.grad is not None for p in trained)
