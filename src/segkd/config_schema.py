@@ -99,8 +99,8 @@ class LossTermConfig:
 
     name: str = "kd"
     weight: float = 1.0
-    label: str | None = None  # name the term is logged and checkpointed under (default: name); must be unique
     options: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None  # name the term is logged and checkpointed under (default: name); must be unique
 
 
 @dataclass
