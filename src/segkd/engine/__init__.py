@@ -1,0 +1,28 @@
+"""Training loop, distiller, checkpointing, evaluation, metrics and the built-in demo.
+
+``train(cfg) -> Path`` (run directory) and ``evaluate(cfg, checkpoint) -> dict`` are the entry points
+used by the ``segkd train`` / ``segkd eval`` / ``segkd demo`` commands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from segkd.config_schema import ExperimentConfig
+
+__all__ = ["evaluate", "train"]
+
+
+def train(cfg: ExperimentConfig, data: Any = None) -> Path:
+    """Train as configured; see :func:`segkd.engine.trainer.train`."""
+    from segkd.engine.trainer import train as _train
+
+    return _train(cfg, data)
+
+
+def evaluate(cfg: ExperimentConfig, checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint; see :func:`segkd.engine.evaluation.evaluate`."""
+    from segkd.engine.evaluation import evaluate as _evaluate
+
+    return _evaluate(cfg, checkpoint)

@@ -1,0 +1,163 @@
+"""Build what a training run needs from its config: data, student, teacher, distiller, optimizers.
+
+Kept apart from the loop (:mod:`segkd.engine.trainer`) so that every piece can be built and tested
+alone, and so that a new distillation method needs no change here: loss terms are built by name from
+``distill.losses`` through the ``LOSSES`` registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from segkd.config_schema import ExperimentConfig, OptimConfig
+from segkd.engine.distiller import Distiller, distill_spec, term_names
+from segkd.engine.schedule import build_poly_scheduler
+
+
+@dataclass
+class DataBundle:
+    """Datasets and the facts about them the engine needs."""
+
+    train_set: Any
+    val_set: Any
+    num_classes: int
+    class_names: list[str]
+    palette: Any
+    ignore_index: int
+
+
+def build_data(cfg: ExperimentConfig, need_train: bool = True) -> DataBundle:
+    """Train (optional) and validation datasets from ``cfg.data``."""
+    from segkd.data import build_dataset_from_config
+
+    val_set = build_dataset_from_config(cfg.data, cfg.data.val_split, train=False)
+    train_set = build_dataset_from_config(cfg.data, cfg.data.train_split, train=True) if need_train else None
+    ref = train_set if train_set is not None else val_set
+    num_classes = cfg.model.num_classes or ref.num_classes
+    return DataBundle(
+        train_set, val_set, num_classes, list(ref.class_names), ref.palette, getattr(ref, "ignore_index", 255)
+    )
+
+
+def build_train_iterator(data: DataBundle, cfg: ExperimentConfig, start_iter: int) -> Any:
+    """Iterator over this process's training batches from iteration ``start_iter`` on.
+
+    The data package's sampler makes the stream a pure function of (seed, batch index), so a run resumed
+    at iteration ``k`` replays exactly the batches an uninterrupted run sees from ``k``.
+    """
+    from segkd.data import build_train_loader
+
+    per_iter = cfg.train.grad_accum  # batches of data.batch_size per process per iteration
+    loader = build_train_loader(
+        data.train_set,
+        cfg.data,
+        seed=cfg.train.seed,
+        total_samples=cfg.train.iters * per_iter * cfg.data.batch_size,
+        start_batch=start_iter * per_iter,
+    )
+    return iter(loader)
+
+
+def build_val_loader_for(data: DataBundle, cfg: ExperimentConfig) -> Any:
+    """DDP-aware validation loader without duplicate samples."""
+    from segkd.data import build_val_loader
+
+    return build_val_loader(data.val_set, cfg.data)
+
+
+def build_student(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
+    """The trained segmentor from ``cfg.model`` (loads ``model.checkpoint`` if set)."""
+    from segkd.models import build_model_from_config
+
+    return build_model_from_config(cfg.model, num_classes)
+
+
+def build_teacher(cfg: ExperimentConfig, num_classes: int) -> nn.Module | None:
+    """The frozen teacher from ``cfg.distill.teacher`` (None for plain supervised training)."""
+    if cfg.distill.teacher is None:
+        return None
+    from segkd.models import build_model_from_config
+
+    if cfg.distill.teacher.checkpoint is None and cfg.distill.losses:
+        print("segkd train: warning: distill.teacher.checkpoint is not set; the teacher is untrained")
+    teacher = build_model_from_config(cfg.distill.teacher, num_classes)
+    teacher.requires_grad_(False)
+    return teacher.eval()
+
+
+def build_distiller(
+    cfg: ExperimentConfig,
+    student: nn.Module,
+    teacher: nn.Module | None,
+    num_classes: int,
+    ignore_index: int = 255,
+) -> Distiller:
+    """Distiller with every configured loss term built by name from the ``LOSSES`` registry."""
+    from segkd.losses import build_loss
+
+    losses, weights = {}, {}
+    if cfg.distill.losses:
+        if teacher is None:
+            raise ValueError("config: distill.losses is set but distill.teacher is missing")
+        spec = distill_spec(student, teacher, num_classes, ignore_index)
+        names = term_names([t.name for t in cfg.distill.losses])
+        for name, term in zip(names, cfg.distill.losses):
+            losses[name] = build_loss(term.name, spec, **term.options)
+            weights[name] = term.weight
+    return Distiller(student, teacher, losses, weights, cfg.train.aux_weight, ignore_index)
+
+
+def _param_groups(distiller: Distiller, cfg: OptimConfig) -> list[dict[str, Any]]:
+    student = distiller.student
+    backbone = getattr(student, "backbone", None)
+    backbone_ids = {id(p) for p in backbone.parameters()} if backbone is not None else set()
+    base, head = [], []
+    for p in student.parameters():
+        if p.requires_grad:
+            (base if id(p) in backbone_ids or backbone is None else head).append(p)
+    head += list(distiller.student_parameters())
+    groups = [{"params": base, "lr": cfg.lr}, {"params": head, "lr": cfg.lr * cfg.head_lr_mult}]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(distiller: Distiller, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, weight decay) or AdamW over the student and the losses' student-side modules."""
+    groups = _param_groups(distiller, cfg)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    raise ValueError(f"config key 'optim.name': unknown optimizer {cfg.name!r} (use sgd or adamw)")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ExperimentConfig) -> Any:
+    """Poly schedule (power ``optim.poly_power``) with optional linear warm-up, stepped per iteration."""
+    o = cfg.optim
+    return build_poly_scheduler(optimizer, cfg.train.iters, o.poly_power, o.warmup_iters, o.warmup_ratio)
+
+
+def build_adversaries(distiller: Distiller, cfg: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
+    """``{term name: (optimizer, scheduler or None)}`` for every adversarial term."""
+    adversaries = {}
+    for name, loss in distiller.adversarial_losses().items():
+        built = loss.build_adversary_optimizer(cfg.train.iters, **cfg.distill.adversary_optim)
+        if built is not None:
+            adversaries[name] = built
+    return adversaries
+
+
+def run_meta(cfg: ExperimentConfig, data: DataBundle) -> dict[str, Any]:
+    """The checkpoint's ``meta``: what export / predict need to use the weights alone."""
+    palette = data.palette.tolist() if hasattr(data.palette, "tolist") else list(data.palette)
+    return {
+        "model_name": cfg.model.name,
+        "num_classes": data.num_classes,
+        "class_names": data.class_names,
+        "mean": list(cfg.data.mean),
+        "std": list(cfg.data.std),
+        "palette": palette,
+    }

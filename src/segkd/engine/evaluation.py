@@ -1,0 +1,62 @@
+"""``segkd eval``: evaluate a checkpoint on the validation split and write RUN_DIR/eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from segkd.config_schema import ExperimentConfig
+from segkd.distributed import is_main_process, setup_distributed
+from segkd.engine import builder
+from segkd.engine.evaluator import format_table, run_evaluation, to_numpy_palette, write_eval_outputs
+
+
+def load_student_weights(model: torch.nn.Module, path: str | Path, fmt: str = "auto") -> None:
+    """Load a segkd training checkpoint's ``model``; other layouts go to the models package's loader."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"eval.checkpoint not found: {path}")
+    # weights_only=False: segkd checkpoints also hold RNG states; only load files you trust.
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(state, dict) and "model" in state and fmt in ("auto", "segkd"):
+        model.load_state_dict(state["model"])
+        return
+    from segkd.models import load_segmentor_checkpoint
+
+    load_segmentor_checkpoint(model, path, fmt=fmt)
+
+
+def evaluate(
+    cfg: ExperimentConfig, checkpoint: str | Path | None = None, out_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """Metrics of ``checkpoint`` (default ``eval.checkpoint``) on ``data.val_split``; files in out_dir."""
+    checkpoint = checkpoint or cfg.eval.checkpoint
+    if checkpoint is None:
+        raise ValueError("no checkpoint to evaluate: pass checkpoint=PATH (eval.checkpoint)")
+    device = setup_distributed(cfg.train.device)
+    data = builder.build_data(cfg, need_train=False)
+    model = builder.build_student(cfg, data.num_classes)
+    load_student_weights(model, checkpoint, cfg.model.checkpoint_format)
+    model.to(device).eval()
+    loader = builder.build_val_loader_for(data, cfg)
+    metrics, samples = run_evaluation(
+        model,
+        loader,
+        cfg.eval,
+        data.num_classes,
+        device,
+        data.class_names,
+        data.ignore_index,
+        keep=cfg.eval.num_visualize,
+    )
+    metrics["checkpoint"] = str(checkpoint)
+    out = Path(out_dir) if out_dir is not None else Path(cfg.output_dir) / "eval"
+    write_eval_outputs(
+        metrics, samples, out, to_numpy_palette(data.palette), cfg.data.mean, cfg.data.std, data.ignore_index
+    )
+    if is_main_process():
+        print(format_table(metrics))
+        print(f"segkd eval: results written to {out}")
+    return metrics

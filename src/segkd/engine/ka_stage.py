@@ -1,0 +1,48 @@
+"""Knowledge Adaptation stage 1 (``train.stage=ka_autoencoder``): fit the teacher-feature auto-encoder.
+
+The auto-encoder (He et al., CVPR 2019, "Knowledge Adaptation for Efficient Semantic Segmentation")
+is trained by :func:`segkd.losses.ka.fit_autoencoder` on the frozen teacher's ``feat`` for
+``train.iters`` batches of the training stream and saved as ``RUN_DIR/autoencoder.pt``; stage 2 points
+the ``ka_adapt`` / ``ka_affinity`` terms at that file (option ``autoencoder``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from segkd.config_schema import ExperimentConfig
+from segkd.distributed import barrier, is_main_process
+from segkd.engine import builder
+
+
+def train_ka_autoencoder(
+    cfg: ExperimentConfig, device: torch.device, run_dir: Path, data: builder.DataBundle | None = None
+) -> Path:
+    """Fit and save the auto-encoder; returns the run directory. Requires ``distill.teacher``."""
+    from segkd.losses.ka import fit_autoencoder, save_autoencoder
+
+    if cfg.distill.teacher is None:
+        raise ValueError("train.stage=ka_autoencoder needs distill.teacher (with its checkpoint)")
+    data = data if data is not None else builder.build_data(cfg)
+    teacher = builder.build_teacher(cfg, data.num_classes).to(device)
+    batches = builder.build_train_iterator(data, cfg, start_iter=0)
+    tic = time.perf_counter()
+    ae, history = fit_autoencoder(
+        teacher, batches, cfg.train.iters, device=device, progress=is_main_process()
+    )
+    if is_main_process():
+        meta = {
+            "teacher": cfg.distill.teacher.name,
+            "iters": cfg.train.iters,
+            "final_loss": history[-1],
+            "train_time_s": round(time.perf_counter() - tic, 2),
+        }
+        save_autoencoder(run_dir / "autoencoder.pt", ae, meta)
+        print(
+            f"segkd train: auto-encoder saved to {run_dir / 'autoencoder.pt'} (final loss {history[-1]:.4g})"
+        )
+    barrier()
+    return run_dir

@@ -1,0 +1,70 @@
+"""``RUN_DIR/summary.json``: one line per run for ``segkd report`` and the demo table."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from segkd.config_schema import ExperimentConfig
+
+
+def method_name(cfg: ExperimentConfig) -> str:
+    """Distill terms joined by '+' (e.g. ``kd+skd_pairwise``), or ``baseline`` without any."""
+    return "+".join(t.name for t in cfg.distill.losses) or "baseline"
+
+
+def profile(model: nn.Module, cfg: ExperimentConfig) -> dict[str, Any]:
+    """Deployment params / MACs (no aux head, true sizes) and median CPU latency at the crop size.
+
+    Uses :func:`segkd.models.profile.profile_model`; the CIRKD-table convention (aux head included,
+    dilation ignored) is kept as ``params_paper`` / ``macs_paper``. Falls back to a plain parameter count
+    while that module is absent.
+    """
+    size = tuple(cfg.data.crop_size)
+    if importlib.util.find_spec("segkd.models.profile") is None:
+        return {"params": sum(p.numel() for p in model.parameters()), "macs": None, "latency_ms": None}
+    from segkd.models.profile import profile_model
+
+    cpu_copy = copy.deepcopy(model).cpu().eval()
+    stats = profile_model(cpu_copy, size, latency=True)
+    return {
+        "params": stats["deploy"]["params"],
+        "macs": stats["deploy"]["macs"],
+        "latency_ms": stats["latency"]["median_ms"],
+        "params_paper": stats["paper"]["params"],
+        "macs_paper": stats["paper"]["macs"],
+        "profile_size": list(size),
+    }
+
+
+def write_summary(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    model: nn.Module,
+    miou: float,
+    train_time_s: float,
+    iters: int,
+    method: str | None = None,
+) -> dict[str, Any]:
+    """Write and return ``{"name", "model", "method", "params", "macs", "latency_ms", "miou",
+    "train_time_s", "iters"}``."""
+    stats = profile(model, cfg)
+    summary = {
+        "name": cfg.name,
+        "model": cfg.model.name,
+        "method": method or method_name(cfg),
+        "params": stats.pop("params"),
+        "macs": stats.pop("macs"),
+        "latency_ms": stats.pop("latency_ms"),
+        "miou": miou,
+        "train_time_s": round(train_time_s, 2),
+        "iters": iters,
+        **stats,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
