@@ -104,7 +104,7 @@ def build_distiller(
         if teacher is None:
             raise ValueError("config: distill.losses is set but distill.teacher is missing")
         spec = distill_spec(student, teacher, num_classes, ignore_index)
-        names = term_names([t.name for t in cfg.distill.losses])
+        names = term_names([t.label or t.name for t in cfg.distill.losses])
         for name, term in zip(names, cfg.distill.losses):
             losses[name] = build_loss(term.name, spec, **term.options)
             weights[name] = term.weight
