@@ -1,0 +1,171 @@
+"""``segkd bench distill``: cost of each distillation method's training step against two floors.
+
+All rows run in one process on the same random batch (``data.batch_size`` x crop size of the config),
+with the student/teacher of the config (random init, nothing loaded) and the engine's
+:class:`~segkd.engine.distiller.Distiller`, so the step is the real one: teacher forward under no_grad,
+student forward, CE (+ aux CE), every term, weighted total, backward, SGD step; adversarial terms also
+run their discriminator step as the trainer does. Floors: ``student`` (the plain supervised step) and
+``student+teacher`` (the same step plus the teacher forward, the least a distillation step can cost).
+``ratio`` = method time / ``student+teacher`` time. Steps are timed round-robin (one step of each
+method per round) so that load from other processes spreads evenly. Peak memory: CUDA
+``max_memory_allocated`` on GPU, else the RSS growth of one step (:mod:`segkd.bench.memory`); both
+after the warm-up steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from segkd.bench.memory import measure_peak
+from segkd.bench.timing import summarise, time_calls
+from segkd.config_schema import ExperimentConfig
+
+BUNDLES: dict[str, list[str]] = {
+    "kd": ["kd"],
+    "skd": ["kd", "skd_pairwise", "skd_holistic"],
+    "ifvd": ["ifvd"],
+    "cwd": ["cwd"],
+    "cirkd": ["kd", "cirkd_batch_p2p", "cirkd_memory_p2p", "cirkd_memory_p2r"],
+    "dist": ["dist"],
+    "ka": ["ka_adapt", "ka_affinity"],
+}
+
+
+@dataclass
+class StepRow:
+    method: str
+    terms: list[str]
+    median_ms: float | None = None
+    p90_ms: float | None = None
+    peak_mib: float | None = None
+    ratio: float | None = None
+    note: str = ""
+
+
+def _losses(terms: list[str], spec, ae_path: str) -> dict:
+    from segkd.engine.distiller import term_names
+    from segkd.losses import build_loss
+
+    options = {"ka_adapt": {"autoencoder": ae_path}, "ka_affinity": {"autoencoder": ae_path}}
+    return {n: build_loss(t, spec, **options.get(t, {})) for n, t in zip(term_names(terms), terms)}
+
+
+def _step_fn(distiller, images, labels):
+    """One training step closure (forward, backward, optimizer, adversary) as the trainer runs it."""
+    from segkd.engine.trainer import _detached
+    from segkd.losses import DistillBatch
+
+    params = list(distiller.student.parameters()) + list(distiller.student_parameters())
+    optim = torch.optim.SGD(params, lr=1e-4, momentum=0.9)
+    adversaries = {n: loss.build_adversary_optimizer(100)
+                   for n, loss in distiller.adversarial_losses().items()}
+
+    def step() -> None:
+        # With a teacher and no terms (the floor), compute() runs the teacher forward and the student step.
+        result = distiller.compute(images, labels)
+        optim.zero_grad(set_to_none=True)
+        result.total.backward()
+        optim.step()
+        for name, (adv_optim, _) in adversaries.items():
+            out = distiller.losses[name].adversary_step(_detached(result.student), result.teacher,
+                                                        DistillBatch(images=images, labels=labels))
+            adv_optim.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            adv_optim.step()
+
+    return step
+
+
+def _prepare(row: StepRow, step, warmup: int, device: str) -> bool:
+    """Warm up and measure the peak memory of one step; False (with a note) when the step fails."""
+    try:
+        for _ in range(max(warmup, 1)):
+            step()
+        row.peak_mib = measure_peak(step, device)
+    except Exception as err:  # noqa: BLE001 - one failing method is reported, the others still run
+        row.note = f"n/a: {type(err).__name__}: {str(err).splitlines()[0][:160]}"
+        return False
+    return True
+
+
+def _time_round_robin(steps: dict[int, object], rows: list[StepRow], iters: int, device: str) -> None:
+    """Time every step once per round, ``iters`` rounds: background load on a shared machine then
+    affects all methods alike instead of whichever one happened to run during it."""
+    times: dict[int, list[float]] = {i: [] for i in steps}
+    for _ in range(iters):
+        for i, step in steps.items():
+            times[i] += time_calls(step, 1, 0, device)
+    for i, values in times.items():
+        stats = summarise(values)
+        rows[i].median_ms, rows[i].p90_ms = stats["median_ms"], stats["p90_ms"]
+
+
+def bench_distill(cfg: ExperimentConfig, methods: list[str] | None = None, iters: int = 10,
+                  warmup: int = 2, num_classes: int = 19) -> dict:
+    """Time and peak memory per method; returns a JSON-ready dict with the two floors first."""
+    from segkd.engine.distiller import Distiller, distill_spec
+    from segkd.losses.ka import AutoEncoder, save_autoencoder
+    from segkd.models import build_model_from_config
+
+    device = "cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu"
+    k = cfg.model.num_classes or num_classes
+    student0 = build_model_from_config(_clean(cfg.model), k).to(device)
+    teacher_cfg = cfg.distill.teacher or copy.deepcopy(cfg.model)
+    teacher = build_model_from_config(_clean(teacher_cfg), k).to(device).eval().requires_grad_(False)
+    h, w = cfg.data.crop_size
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(cfg.data.batch_size, 3, h, w, generator=g).to(device)
+    labels = torch.randint(0, k, (cfg.data.batch_size, h, w), generator=g).to(device)
+    spec = distill_spec(student0, teacher, k)
+    rows: list[StepRow] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ae_path = str(Path(tmp) / "autoencoder.pt")
+        save_autoencoder(ae_path, AutoEncoder(spec.teacher_feat_channels))  # random init: timing only
+        plan = [("student", [], None), ("student+teacher", [], teacher)]
+        plan += [(m, BUNDLES.get(m, [m]), teacher) for m in (methods or list(BUNDLES))]
+        steps = {}
+        for name, terms, t in plan:
+            row = StepRow(name, terms)
+            rows.append(row)
+            try:
+                losses = _losses(terms, spec, ae_path)
+            except Exception as err:  # noqa: BLE001
+                row.note = f"n/a: {type(err).__name__}: {str(err).splitlines()[0][:160]}"
+                continue
+            distiller = Distiller(copy.deepcopy(student0), t, losses, dict.fromkeys(losses, 1.0),
+                                  cfg.train.aux_weight).to(device).train()
+            step = _step_fn(distiller, images, labels)
+            if _prepare(row, step, warmup, device):
+                steps[len(rows) - 1] = step
+        _time_round_robin(steps, rows, iters, device)
+    floor = rows[1].median_ms
+    for row in rows:
+        row.ratio = row.median_ms / floor if row.median_ms and floor else None
+    return {"student": cfg.model.name, "teacher": teacher_cfg.name, "batch": cfg.data.batch_size,
+            "crop_size": [h, w], "device": device, "threads": torch.get_num_threads(), "iters": iters,
+            "memory": "cuda max_memory_allocated" if device == "cuda" else "RSS growth of one step",
+            "rows": [asdict(r) for r in rows]}
+
+
+def _clean(model_cfg):
+    import dataclasses
+
+    return dataclasses.replace(model_cfg, checkpoint=None, pretrained=False)
+
+
+def distill_table(result: dict) -> str:
+    """Markdown table of a :func:`bench_distill` result."""
+    from segkd.bench.table import markdown_table
+
+    rows = [[r["method"], "+".join(r["terms"]) or "-", r["median_ms"], r["p90_ms"], r["peak_mib"], r["ratio"],
+             r["note"]] for r in result["rows"]]
+    head = (f"student {result['student']}, teacher {result['teacher']}, batch {result['batch']} x "
+            f"{result['crop_size'][0]}x{result['crop_size'][1]}, {result['device']}, "
+            f"{result['threads']} threads; ratio = time / (student step + teacher forward)\n\n")
+    return head + markdown_table(["method", "terms", "median ms", "p90 ms", f"peak MiB ({result['memory']})",
+                                  "ratio", "note"], rows)

@@ -1,0 +1,110 @@
+"""``segkd bench loss``: one loss's forward+backward time and peak memory as the feature map grows.
+
+For each (batch, h, w): random student/teacher outputs (feat, logits at h x w; images and labels at the
+8x input size), the registered loss (its default options) timed over ``iters`` forward+backward passes,
+its peak memory measured once (:mod:`segkd.bench.memory`), and, for losses with a naive reference in
+:mod:`segkd.bench.naive`, the same for the all-at-once computation plus the value and gradient gaps.
+A naive run whose largest matrix alone would exceed ``naive_max_gib`` is skipped with the estimate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from segkd.bench.memory import measure_peak
+from segkd.bench.naive import NAIVE, naive_bytes
+from segkd.bench.timing import summarise, time_calls
+from segkd.models.outputs import SegOutput
+
+
+@dataclass
+class LossCase:
+    impl: str
+    batch: int
+    h: int
+    w: int
+    median_ms: float | None = None
+    peak_mib: float | None = None
+    value: float | None = None
+    note: str = ""
+
+
+def make_inputs(batch: int, h: int, w: int, channels: tuple[int, int], num_classes: int, stride: int = 8,
+                seed: int = 0):
+    """(student SegOutput with grad-requiring feat/logits, teacher SegOutput, DistillBatch)."""
+    from segkd.losses import DistillBatch
+
+    g = torch.Generator().manual_seed(seed)
+    feat_s = torch.randn(batch, channels[0], h, w, generator=g).requires_grad_()
+    logits_s = torch.randn(batch, num_classes, h, w, generator=g).requires_grad_()
+    teacher = SegOutput(logits=torch.randn(batch, num_classes, h, w, generator=g),
+                        feat=torch.randn(batch, channels[1], h, w, generator=g))
+    images = torch.randn(batch, 3, h * stride, w * stride, generator=g)
+    labels = torch.randint(0, num_classes, (batch, h * stride, w * stride), generator=g)
+    return SegOutput(logits=logits_s, feat=feat_s), teacher, DistillBatch(images=images, labels=labels)
+
+
+def _run_case(impl: str, fn, size: tuple[int, int, int], iters: int,
+              leaves: list[torch.Tensor]) -> tuple[LossCase, torch.Tensor]:
+    """Peak memory of one forward+backward (after one warm-up call), then the median of ``iters``."""
+    case = LossCase(impl, *size)
+    holder: dict[str, torch.Tensor] = {}
+
+    def step() -> None:
+        for leaf in leaves:
+            leaf.grad = None
+        value = fn()
+        value.backward()
+        holder["value"] = value.detach()
+
+    step()
+    case.peak_mib = measure_peak(step)
+    case.median_ms = summarise(time_calls(step, iters, warmup=0))["median_ms"]
+    case.value = float(holder["value"])
+    return case, holder["value"]
+
+
+def bench_loss(name: str, sizes: list[tuple[int, int, int]], channels: tuple[int, int] = (128, 256),
+               num_classes: int = 19, iters: int = 3, naive: bool = True, naive_max_gib: float = 2.0) -> dict:
+    """Benchmark ``LOSSES[name]`` (and its naive reference) at every (batch, h, w) of ``sizes``."""
+    from segkd.losses import DistillSpec, build_loss
+
+    spec = DistillSpec(num_classes=num_classes, student_feat_channels=channels[0],
+                       teacher_feat_channels=channels[1])
+    loss = build_loss(name, spec)
+    cases = []
+    for size in sizes:
+        student, teacher, batch = make_inputs(*size, channels, num_classes)
+        leaves = [student.feat, student.logits]
+        run = lambda s=student, t=teacher, b=batch: loss(s, t, b)  # noqa: E731
+        blocked, value = _run_case(name, run, size, iters, leaves)
+        grad = student.feat.grad.clone() if student.feat.grad is not None else None
+        cases.append(blocked)
+        if naive and name in NAIVE:
+            cases.append(_naive_case(name, student, teacher, size, iters, naive_max_gib, value, grad))
+    return {"loss": name, "channels": list(channels), "num_classes": num_classes, "iters": iters,
+            "threads": torch.get_num_threads(), "cases": [asdict(c) for c in cases]}
+
+
+def _naive_case(name, student, teacher, size, iters, max_gib, value, grad) -> LossCase:
+    need = naive_bytes(name, *size) / 2**30
+    if need > max_gib:
+        return LossCase(f"{name} (naive)", *size, note=f"skipped: one pair matrix alone needs {need:.1f} GiB")
+    case, naive_value = _run_case(f"{name} (naive)", lambda: NAIVE[name](student.feat, teacher.feat), size, 1,
+                                  [student.feat])
+    grad_gap = (student.feat.grad - grad).abs().max().item() if grad is not None else float("nan")
+    case.note = f"|value diff| {abs(float(naive_value - value)):.2g}, max |grad diff| {grad_gap:.2g}"
+    return case
+
+
+def loss_table(result: dict) -> str:
+    """Markdown table of a :func:`bench_loss` result."""
+    from segkd.bench.table import markdown_table
+
+    rows = [[c["impl"], f"{c['batch']}x{c['h']}x{c['w']}", c["median_ms"], c["peak_mib"],
+             None if c["value"] is None else f"{c['value']:.6g}", c["note"]] for c in result["cases"]]
+    head = (f"loss {result['loss']}: forward+backward, channels {result['channels']}, "
+            "CPU peak = RSS growth\n\n")
+    return head + markdown_table(["impl", "BxHxW", "median ms", "peak MiB", "value", "note"], rows)

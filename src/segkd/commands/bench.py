@@ -1,0 +1,92 @@
+"""``segkd bench distill|loss|infer``: benchmarks as commands (tables on stdout, JSON on disk)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from segkd.commands.export import parse_size
+
+
+def _sizes(text: str) -> tuple[int, int, int]:
+    """``BxHxW`` -> (batch, h, w) for ``bench loss --sizes``."""
+    try:
+        b, h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        msg = f"loss sizes look like BxHxW (e.g. 8x64x128), got '{text}'"
+        raise argparse.ArgumentTypeError(msg) from None
+    return b, h, w
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="benchmarks: distillation step, one loss, inference")
+    sub = parser.add_subparsers(dest="bench", metavar="WHAT", required=True)
+
+    distill = sub.add_parser("distill", help="time and peak memory of each method's training step")
+    distill.add_argument("config", help="experiment YAML (student, teacher, data sizes)")
+    distill.add_argument("overrides", nargs="*", metavar="key=value")
+    distill.add_argument("--methods", nargs="+", default=None, help="loss names or bundles (default: all)")
+    distill.add_argument("--iters", type=int, default=10)
+    distill.add_argument("--warmup", type=int, default=2)
+    distill.set_defaults(func=run_distill)
+
+    loss = sub.add_parser("loss", help="one loss's forward+backward vs the naive reference as size grows")
+    loss.add_argument("name", help="registered loss name (e.g. skd_pairwise, cirkd_batch_p2p)")
+    loss.add_argument("--sizes", nargs="+", type=_sizes, default=[(2, 32, 64), (8, 64, 128), (16, 128, 256)],
+                      metavar="BxHxW", help="feature-map sizes (batch x h x w)")
+    loss.add_argument("--channels", type=int, nargs=2, default=[128, 256], metavar=("CS", "CT"))
+    loss.add_argument("--num-classes", type=int, default=19)
+    loss.add_argument("--iters", type=int, default=3)
+    loss.add_argument("--no-naive", action="store_true", help="skip the naive reference")
+    loss.set_defaults(func=run_loss)
+
+    infer = sub.add_parser("infer", help="inference latency: PyTorch eager / torch.compile / ONNX Runtime")
+    infer.add_argument("model", help="registered model name (random init) or checkpoint / run directory")
+    infer.add_argument("--size", type=parse_size, default=(512, 1024), help="input HxW (default 512x1024)")
+    infer.add_argument("--num-classes", type=int, default=19)
+    infer.add_argument("--batch", type=int, default=1)
+    infer.add_argument("--iters", type=int, default=20)
+    infer.add_argument("--warmup", type=int, default=3)
+    infer.add_argument("--threads", type=int, default=None, help="CPU threads for every runtime")
+    infer.add_argument("--device", action="append", default=None, help="cpu / cuda (default: all present)")
+    infer.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    infer.set_defaults(func=run_infer)
+
+    for p in (distill, loss, infer):
+        p.add_argument("--json", default=None, help="write results here (default: bench_<what>.json)")
+        p.add_argument("--debug", action="store_true", help="show full tracebacks")
+
+
+def _write(args: argparse.Namespace, result: dict, table: str) -> int:
+    print(table)
+    path = Path(args.json or f"bench_{args.bench}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {path}")
+    return 0
+
+
+def run_infer(args: argparse.Namespace) -> int:
+    from segkd.bench.infer import bench_infer, infer_table
+
+    result = bench_infer(args.model, args.size, args.num_classes, args.batch, args.iters, args.warmup,
+                         args.device, not args.no_compile, args.threads)
+    return _write(args, result, infer_table(result))
+
+
+def run_loss(args: argparse.Namespace) -> int:
+    from segkd.bench.loss import bench_loss, loss_table
+
+    result = bench_loss(args.name, args.sizes, tuple(args.channels), args.num_classes, args.iters,
+                        naive=not args.no_naive)
+    return _write(args, result, loss_table(result))
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    from segkd.bench.distill import bench_distill, distill_table
+    from segkd.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    result = bench_distill(cfg, args.methods, args.iters, args.warmup)
+    return _write(args, result, distill_table(result))

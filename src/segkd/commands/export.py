@@ -1,0 +1,45 @@
+"""``segkd export CHECKPOINT [--format onnx|torchscript] [--size HxW] [--dynamic]``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"512x1024"`` -> (512, 1024); a clear error otherwise."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like HxW (e.g. 512x1024), got '{text}'") from None
+    if h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, got '{text}'")
+    return h, w
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export", help="export the student to ONNX / TorchScript and check parity",
+        description="Export only the student's inference graph. Input 'images' (N,3,H,W) normalised RGB; "
+                    "output 'logits' (N,K,H,W) bilinearly upsampled to the input size. Class names, palette "
+                    "and mean/std are stored as metadata. Parity with PyTorch is checked right after export.")
+    parser.add_argument("checkpoint", help="segkd checkpoint (.pt) or run directory")
+    parser.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    parser.add_argument("--size", type=parse_size, default=None,
+                        help="example input HxW (default: crop size)")
+    parser.add_argument("--dynamic", action="store_true", help="symbolic batch, height and width")
+    parser.add_argument("--out", default=None, help="output file (default: next to the checkpoint)")
+    parser.add_argument("--atol", type=float, default=1e-3, help="max allowed |logit diff| (default 1e-3)")
+    parser.add_argument("--min-agreement", type=float, default=99.0,
+                        help="min argmax agreement %% (default 99)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from segkd.export import export_student
+
+    result = export_student(args.checkpoint, args.out, args.format, args.size, args.dynamic,
+                            atol=args.atol, min_agreement=args.min_agreement)
+    print(f"exported {result.format} ({result.exporter} exporter) -> {result.path}")
+    print(result.parity)
+    return 0

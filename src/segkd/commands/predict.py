@@ -1,0 +1,31 @@
+"""``segkd predict MODEL_OR_CHECKPOINT IMAGES... [--out DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="segment image files with a checkpoint or an exported model",
+        description="Writes OUT/labels/<name>.png (palette PNG, pixel value = class id) and "
+                    "OUT/overlays/<name>.png (colour overlay) for every image.")
+    parser.add_argument("model", help="segkd checkpoint, run directory, .onnx or TorchScript (.ts) file")
+    parser.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    parser.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    parser.add_argument("--device", default="cpu", help="torch device for checkpoints/TorchScript")
+    parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the labels")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from segkd.export import load_model
+    from segkd.export.predict import collect_images, predict_files
+
+    model = load_model(args.model, args.device)
+    images = collect_images(args.images)
+    written = predict_files(model, images, args.out, progress=not args.no_progress, alpha=args.alpha)
+    print(f"wrote {len(written)} label PNGs and overlays to {args.out} ({model.kind} model)")
+    return 0

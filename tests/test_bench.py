@@ -1,0 +1,61 @@
+"""Benchmarks run on tiny sizes and produce well-formed output (they are commands, not timed tests)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from segkd.bench.memory import measure_peak
+from segkd.bench.naive import cirkd_batch_p2p_naive, skd_pairwise_naive
+from segkd.cli import main
+from segkd.losses.functional.cirkd import cross_image_pixel_kd
+from segkd.losses.functional.skd import pairwise_affinity_loss
+
+
+def test_naive_references_equal_blocked_losses():
+    s, t = torch.randn(3, 8, 6, 10), torch.randn(3, 12, 6, 10)
+    assert skd_pairwise_naive(s, t).item() == pytest.approx(pairwise_affinity_loss(s, t).item(), rel=1e-5)
+    assert cirkd_batch_p2p_naive(s, t).item() == pytest.approx(cross_image_pixel_kd(s, t).item(), rel=1e-5)
+
+
+def test_measure_peak_sees_a_large_allocation():
+    peak = measure_peak(lambda: torch.ones(16 * 2**20 // 4).sum())  # 16 MiB
+    if peak is None:
+        pytest.skip("no /proc/self/clear_refs on this system")
+    assert 12 < peak < 64
+
+
+def test_bench_infer_cli(tmp_path, capsys):
+    out = tmp_path / "infer.json"
+    assert main(["bench", "infer", "test_tiny_student", "--size", "32x32", "--iters", "2", "--warmup", "1",
+                 "--no-compile", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    runtimes = {r["runtime"]: r for r in result["results"]}
+    assert set(runtimes) == {"pytorch-eager", "onnxruntime"}
+    assert all(r["median_ms"] > 0 and r["p90_ms"] >= r["median_ms"] for r in runtimes.values())
+    assert "| onnxruntime | cpu |" in capsys.readouterr().out
+
+
+def test_bench_loss_cli_with_naive(tmp_path):
+    out = tmp_path / "loss.json"
+    assert main(["bench", "loss", "cirkd_batch_p2p", "--sizes", "2x8x8", "--channels", "8", "16",
+                 "--iters", "1", "--json", str(out)]) == 0
+    cases = json.loads(out.read_text())["cases"]
+    assert [c["impl"] for c in cases] == ["cirkd_batch_p2p", "cirkd_batch_p2p (naive)"]
+    assert cases[0]["value"] == pytest.approx(cases[1]["value"], rel=1e-5) and cases[0]["median_ms"] > 0
+    assert "grad diff" in cases[1]["note"]
+
+
+def test_bench_distill_cli(tmp_path):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("model: {name: test_tiny_student}\ndata: {crop_size: [16, 16], batch_size: 2}\n"
+                   "distill: {teacher: {name: test_tiny_teacher}}\n")
+    out = tmp_path / "distill.json"
+    assert main(["bench", "distill", str(cfg), "--methods", "kd", "cwd", "nope", "--iters", "1",
+                 "--json", str(out)]) == 0
+    rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["student", "student+teacher", "kd", "cwd", "nope"]
+    assert rows["student+teacher"]["ratio"] == 1.0 and rows["kd"]["median_ms"] > 0
+    assert rows["nope"]["note"].startswith("n/a: RegistryError")
