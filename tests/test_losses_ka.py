@@ -118,3 +118,23 @@ def test_stage2_gradients_reach_student_and_adapter_only(tmp_path: Path, name: s
     assert all(p.grad is None for p in loss.encoder.parameters())
     trained = list(loss.student_parameters())
     assert len(trained) == 3 and all(p.grad is not None for p in trained)
+
+
+def test_stage2_terms_share_one_encoder_run_per_step(tmp_path: Path) -> None:
+    save_autoencoder(tmp_path / "ae.pt", AutoEncoder(6, latent_channels=4, hidden_channels=8))
+    spec = DistillSpec(num_classes=2, student_feat_channels=5, teacher_feat_channels=6)
+    adapt = LOSSES.build("ka_adapt", spec=spec, autoencoder=str(tmp_path / "ae.pt"))
+    affinity = LOSSES.build("ka_affinity", spec=spec, autoencoder=str(tmp_path / "ae.pt"))
+    assert adapt.encoder is affinity.encoder
+    calls = []
+    adapt.encoder.net.register_forward_hook(lambda *args: calls.append(1))
+    ft = torch.randn(2, 6, 4, 4)
+    student = SegOutput(logits=torch.zeros(2, 2, 4, 4), feat=torch.randn(2, 5, 4, 4))
+    teacher = SegOutput(logits=torch.zeros(2, 2, 4, 4), feat=ft)
+    batch = DistillBatch(torch.zeros(2, 3, 32, 32), torch.zeros(2, 32, 32, dtype=torch.long))
+    adapt(student, teacher, batch)
+    affinity(student, teacher, batch)
+    assert len(calls) == 1
+    other = DistillSpec(num_classes=2, student_feat_channels=5, teacher_feat_channels=6)
+    separate = LOSSES.build("ka_adapt", spec=other, autoencoder=str(tmp_path / "ae.pt"))
+    assert separate.encoder is not adapt.encoder

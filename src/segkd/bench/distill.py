@@ -25,15 +25,17 @@ from segkd.bench.memory import measure_peak
 from segkd.bench.timing import summarise, time_calls
 from segkd.config_schema import ExperimentConfig
 
-BUNDLES: dict[str, list[str]] = {
-    "kd": ["kd"],
-    "skd": ["kd", "skd_pairwise", "skd_holistic"],
-    "ifvd": ["ifvd"],
-    "cwd": ["cwd"],
-    "cirkd": ["kd", "cirkd_batch_p2p", "cirkd_memory_p2p", "cirkd_memory_p2r"],
-    "dist": ["dist"],
-    "ka": ["ka_adapt", "ka_affinity"],
-}
+
+def method_bundles() -> dict[str, list[dict]]:
+    """Named methods as lists of loss terms ``{"name", "options"}``: the ``segkd demo`` recipes (one source
+    of truth, options included) plus the single-term methods the demo does not train (IFVD, CWD)."""
+    from segkd.engine.demo import METHODS
+
+    bundles = {m.key: [{"name": t["name"], "options": dict(t.get("options", {}))} for t in m.losses]
+               for m in METHODS}
+    for single in ("ifvd", "cwd"):
+        bundles.setdefault(single, [{"name": single, "options": {}}])
+    return bundles
 
 
 @dataclass
@@ -47,12 +49,18 @@ class StepRow:
     note: str = ""
 
 
-def _losses(terms: list[str], spec, ae_path: str) -> dict:
+def _losses(terms: list[dict], spec, ae_path: str) -> dict:
     from segkd.engine.distiller import term_names
     from segkd.losses import build_loss
 
-    options = {"ka_adapt": {"autoencoder": ae_path}, "ka_affinity": {"autoencoder": ae_path}}
-    return {n: build_loss(t, spec, **options.get(t, {})) for n, t in zip(term_names(terms), terms)}
+    names = term_names([t["name"] for t in terms])
+    built = {}
+    for name, term in zip(names, terms):
+        options = dict(term["options"])
+        if term["name"] in ("ka_adapt", "ka_affinity"):
+            options["autoencoder"] = ae_path
+        built[name] = build_loss(term["name"], spec, **options)
+    return built
 
 
 def _step_fn(distiller, images, labels):
@@ -126,11 +134,13 @@ def bench_distill(cfg: ExperimentConfig, methods: list[str] | None = None, iters
     with tempfile.TemporaryDirectory() as tmp:
         ae_path = str(Path(tmp) / "autoencoder.pt")
         save_autoencoder(ae_path, AutoEncoder(spec.teacher_feat_channels))  # random init: timing only
-        plan = [("student", [], None), ("student+teacher", [], teacher)]
-        plan += [(m, BUNDLES.get(m, [m]), teacher) for m in (methods or list(BUNDLES))]
+        plan: list[tuple[str, list[dict], object]] = [("student", [], None), ("student+teacher", [], teacher)]
+        bundles = method_bundles()
+        for m in methods or list(bundles):
+            plan.append((m, bundles.get(m, [{"name": m, "options": {}}]), teacher))
         steps = {}
         for name, terms, t in plan:
-            row = StepRow(name, terms)
+            row = StepRow(name, [t["name"] for t in terms])
             rows.append(row)
             try:
                 losses = _losses(terms, spec, ae_path)

@@ -8,7 +8,7 @@ How a sample is generated (numpy only, on the fly from ``(seed, split, index)``;
    from ONE distribution: a colour uniform in ``[0, 1]^3`` (default), or with ``textured=True`` two such
    colours blended by a pattern chosen uniformly among flat, sinusoidal stripes (random period 4-12 px
    and angle), checkerboard (random cell 3-8 px) and a two-wave "blotch" pattern.
-3. 4-9 objects (``max_objects``) are painted in order, later ones
+3. 3-7 objects (``max_objects``) are painted in order, later ones
    occluding earlier ones. Each has a class 1..8 = a shape (disc, square, triangle, ring, cross,
    stripes = three parallel bars, diamond, L-shape), a size of 20-45 px at 128 px image size (scaled
    with the image), a centre anywhere in the image, a small rotation (+-11 degrees, so squares never
@@ -18,7 +18,8 @@ How a sample is generated (numpy only, on the fly from ``(seed, split, index)``;
 Because colours and textures are identically distributed for all classes, a pixel's class is determined
 only by the outline of the object it lies in; the interiors of a disc, a square and a diamond are locally
 identical. A network whose receptive field is much smaller than an object (about 3x3) can only guess from
-local edge fragments, so it measurably lags a network that sees whole objects (``segkd demo`` measures and reports the gap).
+local edge fragments, so it measurably lags a network that sees whole objects (``segkd demo``
+measures and reports the gap).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class SyntheticDataset(SegDataset):
 
     Options: ``num_samples`` (default 1000 for train, 200 otherwise), ``image_size`` (int or [H, W],
     default 128), ``seed`` (default 0), ``textured`` (default False: flat colours; True adds stripes,
-    checkerboards and blotches, a much harder task), ``max_objects`` (default 9). ``root`` is ignored.
+    checkerboards and blotches, a much harder task), ``max_objects`` (default 7). ``root`` is ignored.
     """
 
     def __init__(
@@ -103,7 +104,7 @@ class SyntheticDataset(SegDataset):
         image_size: int | list[int] = 128,
         seed: int = 0,
         textured: bool = False,
-        max_objects: int = 9,
+        max_objects: int = 7,
     ) -> None:
         super().__init__(SYNTHETIC_CLASSES, transform)
         size = [image_size, image_size] if isinstance(image_size, int) else list(image_size)
@@ -118,7 +119,7 @@ class SyntheticDataset(SegDataset):
         if self.num_samples <= 0:
             raise ValueError(f"synthetic: num_samples must be positive, got {num_samples}")
         self.split, self.seed = split, int(seed)
-        self.textured, self.max_objects = bool(textured), max(4, int(max_objects))
+        self.textured, self.max_objects = bool(textured), max(3, int(max_objects))
         self._split_key = zlib.crc32(split.encode())
         self._scale = min(self.height, self.width) / 128.0
 
@@ -131,7 +132,7 @@ class SyntheticDataset(SegDataset):
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         image = random_texture(rng, yy, xx, self.textured)
         label = np.zeros((h, w), dtype=np.int64)
-        for _ in range(int(rng.integers(4, self.max_objects + 1))):
+        for _ in range(int(rng.integers(3, self.max_objects + 1))):
             self._paint_object(rng, image, label, yy, xx)
         image += rng.normal(0.0, 0.04, size=image.shape).astype(np.float32)
         image = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

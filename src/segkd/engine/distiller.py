@@ -186,7 +186,7 @@ def distill_spec(
 
 
 def term_names(loss_names: list[str]) -> list[str]:
-    """Unique term names for the configured losses (label or loss name), suffixed ``_2``, ``_3`` on repeats."""
+    """Unique term names for the configured losses (label or loss name), ``_2``, ``_3`` on repeats."""
     seen: dict[str, int] = {}
     names = []
     for name in loss_names:

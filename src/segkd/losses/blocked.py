@@ -45,7 +45,7 @@ def blocked_sum(block_fn: Callable[[int, int], BlockFn], num_rows: int, block_si
     return total
 
 
-def affinity_sq_error_sum(student: Tensor, teacher: Tensor, block_size: int = 1024) -> Tensor:
+def affinity_sq_error_sum(student: Tensor, teacher: Tensor, block_size: int = 256) -> Tensor:
     """``sum_{n,i,j} (S_n[i,j] - T_n[i,j])^2`` with ``S_n = F_s[n]^T F_s[n]`` and ``T_n = F_t[n]^T F_t[n]``.
 
     Args:

@@ -97,15 +97,18 @@ def fit_autoencoder(
     l1_weight: float = 1e-7,
     device: str | torch.device = "cpu",
     progress: bool = True,
-    latent_channels: int = 128,
-    hidden_channels: int = 256,
+    latent_channels: int | None = None,
+    hidden_channels: int | None = None,
     momentum: float = 0.9,
 ) -> tuple[AutoEncoder, list[float]]:
     """Stage 1: train an auto-encoder on the frozen teacher's ``feat`` for ``iters`` batches.
 
     ``batches`` yields dicts with ``"image"`` (N, 3, H, W) (``"label"`` is ignored); it is cycled if shorter
     than ``iters``. SGD (momentum 0.9) at ``lr`` with ``weight_decay`` (the paper: lr 0.1, "large" weight
-    decay, value unpublished; 5e-4 here is an assumption). Returns ``(autoencoder, loss per iteration)``.
+    decay, value unpublished; 5e-4 here is an assumption). The widths default to the teacher's feat
+    channels C (hidden = C, latent = C // 2: 256 / 128 for the 256-channel DeepLabV3-R101 head), so the
+    auto-encoder compresses the teacher's features whatever its width. Returns
+    ``(autoencoder, loss per iteration)``.
     """
     teacher = teacher.to(device).eval()
     ae: AutoEncoder | None = None
@@ -117,7 +120,10 @@ def fit_autoencoder(
         with torch.no_grad():
             feat = teacher(images).feat
         if ae is None:
-            ae = AutoEncoder(feat.shape[1], latent_channels, hidden_channels).to(device)
+            channels = feat.shape[1]
+            ae = AutoEncoder(
+                channels, latent_channels or max(channels // 2, 8), hidden_channels or channels
+            ).to(device)
             opt = torch.optim.SGD(ae.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
         recon, latent = ae(feat)
         loss = autoencoder_loss(recon, feat, latent, l1_weight)
@@ -149,8 +155,51 @@ def adapter(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
+class FrozenEncoder(nn.Module):
+    """The stage-1 encoder E, frozen, remembering its last output.
+
+    ``ka_adapt`` and ``ka_affinity`` both need E(teacher feat) of the same step; the terms share one
+    instance (see :func:`shared_encoder`), so the encoder runs once per step, not once per term.
+    """
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.net = encoder.requires_grad_(False).eval()
+        self._last: tuple[Tensor, Tensor] | None = None
+
+    def train(self, mode: bool = True) -> FrozenEncoder:
+        return super().train(False)  # frozen in stage 2, BN statistics included
+
+    @torch.no_grad()
+    def forward(self, teacher_feat: Tensor) -> Tensor:
+        if self._last is None or self._last[0] is not teacher_feat:
+            self._last = (teacher_feat, self.net(teacher_feat))
+        return self._last[1]
+
+
+_SPEC_CACHE_ATTR = "_ka_encoders"
+
+
+def shared_encoder(spec: DistillSpec, path: str) -> tuple[FrozenEncoder, dict[str, Any]]:
+    """One :class:`FrozenEncoder` per (distillation set-up, auto-encoder file), cached on ``spec``.
+
+    Caching on the spec object (not globally) shares the encoder between the terms of one run and
+    nothing beyond it.
+    """
+    cache: dict = spec.__dict__.setdefault(_SPEC_CACHE_ATTR, {})
+    if path not in cache:
+        ae, _ = load_autoencoder(path)
+        if ae.config["in_channels"] != spec.teacher_feat_channels:
+            raise ValueError(
+                f"{path}: auto-encoder expects {ae.config['in_channels']} teacher channels, "
+                f"the teacher has {spec.teacher_feat_channels}"
+            )
+        cache[path] = (FrozenEncoder(ae.encoder), ae.config)
+    return cache[path]
+
+
 class _KATerm(DistillLoss):
-    """Loads the frozen encoder (``autoencoder`` option) and owns one adapter."""
+    """Uses the shared frozen encoder (``autoencoder`` option) and owns one adapter."""
 
     def __init__(self, spec: DistillSpec, autoencoder: str | None = None) -> None:
         super().__init__()
@@ -159,27 +208,15 @@ class _KATerm(DistillLoss):
                 f"{type(self).__name__}: option 'autoencoder' (path to autoencoder.pt from "
                 "train.stage=ka_autoencoder) is required"
             )
-        ae, _ = load_autoencoder(autoencoder)
-        if ae.config["in_channels"] != spec.teacher_feat_channels:
-            raise ValueError(
-                f"{autoencoder}: auto-encoder expects {ae.config['in_channels']} teacher channels, "
-                f"the teacher has {spec.teacher_feat_channels}"
-            )
-        self.encoder = ae.encoder.requires_grad_(False).eval()
-        self.adapter = adapter(spec.student_feat_channels, ae.config["latent_channels"])
-
-    def train(self, mode: bool = True) -> _KATerm:
-        super().train(mode)
-        self.encoder.eval()  # frozen in stage 2
-        return self
+        self.encoder, config = shared_encoder(spec, str(autoencoder))
+        self.adapter = adapter(spec.student_feat_channels, config["latent_channels"])
 
     def student_parameters(self) -> Iterator[nn.Parameter]:
         return (p for p in self.adapter.parameters())
 
     def aligned(self, student: SegOutput, teacher: SegOutput) -> tuple[Tensor, Tensor]:
         """(E(teacher feat), adapter(student feat)) at a common size."""
-        with torch.no_grad():
-            latent = self.encoder(teacher.feat.detach())
+        latent = self.encoder(teacher.feat)  # no_grad inside; same tensor for both terms
         adapted, latent = align_to_larger(self.adapter(student.feat), latent)
         return latent, adapted
 

@@ -44,7 +44,7 @@ class SKDPairwise(DistillLoss):
     """
 
     def __init__(self, spec: DistillSpec, pool: PairPool = "cirkd", scale: float = 0.5,
-                 detach_norm: bool = True, normalize_first: bool = False, block_size: int = 1024) -> None:
+                 detach_norm: bool = True, normalize_first: bool = False, block_size: int = 256) -> None:
         super().__init__()
         if pool not in ("cirkd", "skd", "none"):
             raise ValueError(f"skd_pairwise: option 'pool' must be 'cirkd', 'skd' or 'none', got '{pool}'")

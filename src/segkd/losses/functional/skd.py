@@ -56,7 +56,7 @@ def pairwise_affinity_loss(
     scale: float = 0.5,
     detach_norm: bool = True,
     normalize_first: bool = False,
-    block_size: int = 1024,
+    block_size: int = 256,
 ) -> Tensor:
     """SKD pair-wise distillation on feature maps.
 
