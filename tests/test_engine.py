@@ -156,3 +156,58 @@ def test_eval_cli_accepts_bare_checkpoint(tmp_path: Path):
     assert code == 0
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["mode"] == "slide" and metrics["checkpoint"].endswith("latest.pt")
+
+
+def test_distilled_resume_restores_discriminator_queues_and_projector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Cut-and-resumed distillation (adversary + memory queues + projector) equals an uninterrupted run."""
+    teacher_run = train(tiny_config(tmp_path / "teacher", iters=2, model__name="test_tiny_teacher"))
+    losses = (
+        "[{name: kd}, {name: skd_holistic, weight: 0.001, options: {conv_dim: 4}},"
+        " {name: cirkd_memory_p2p, weight: 0.1, options: {pixel_memory_size: 20, region_memory_size: 4,"
+        " pixel_contrast_size: 12, region_contrast_size: 6}}, {name: cirkd_memory_p2r, weight: 0.1}]"
+    )
+    common = dict(
+        iters=6,
+        train__ckpt_interval=3,
+        distill__teacher=f"{{name: test_tiny_teacher, checkpoint: {teacher_run}/checkpoints/latest.pt}}",
+        distill__losses=losses,
+    )
+    full = train(tiny_config(tmp_path / "full", **common))
+    original = Trainer.train_step
+
+    def crash_after_four(self: Trainer) -> dict:
+        if self.iteration == 4:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_step", crash_after_four)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tmp_path / "cut", **common))
+    monkeypatch.setattr(Trainer, "train_step", original)
+    resumed = train(tiny_config(tmp_path / "cut", train__resume="auto", **common))
+
+    a = load_checkpoint(full / "checkpoints" / "latest.pt")
+    b = load_checkpoint(resumed / "checkpoints" / "latest.pt")
+    for part in ("model", "losses"):
+        flat_a, flat_b = _flatten(a[part]), _flatten(b[part])
+        assert flat_a.keys() == flat_b.keys()
+        for key, value in flat_a.items():
+            assert torch.equal(value, flat_b[key]), f"{part}.{key}"
+    assert any("queue" in key for key in _flatten(a["losses"]))
+    assert any("discriminator" in key for key in _flatten(a["losses"]))
+    assert a["adversary"] and _flatten(a["adversary"]).keys() == _flatten(b["adversary"]).keys()
+    for key, value in _flatten(a["adversary"]).items():
+        assert torch.equal(value, _flatten(b["adversary"])[key]), key
+
+
+def _flatten(tree: object, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Tensors of a nested dict/list, keyed by their dotted path."""
+    if isinstance(tree, torch.Tensor):
+        return {prefix: tree}
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    out: dict[str, torch.Tensor] = {}
+    for key, value in items:
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segkd.registry import Registry
+
 
 def conv_bn_relu(c_in: int, c_out: int, kernel: int = 1, dilation: int = 1) -> nn.Sequential:
     """conv(kxk, 'same' padding, no bias) - BN - ReLU, the unit every head is made of."""
@@ -153,3 +155,10 @@ class PSPHead(ClassifierHead):
 
     def context(self, x: Tensor) -> Tensor:
         return self.psp(x)
+
+
+# Heads by the name used in ``<head>_<backbone>`` model names; args (in_channels, num_classes, channels).
+HEADS: Registry[nn.Module] = Registry("head")
+HEADS.add("deeplabv3", DeepLabV3Head)
+HEADS.add("pspnet", PSPHead)
+HEADS.add("fcn", FCNHead)

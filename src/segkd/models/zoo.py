@@ -12,14 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 import timm
-from torch import nn
 
 from segkd.models.backbones import BackboneSpec, timm_backbone, tiny_backbone
-from segkd.models.heads import DeepLabV3Head, FCNHead, PSPHead
+from segkd.models.heads import HEADS, FCNHead
 from segkd.models.segmentor import Segmentor
 from segkd.registry import Registry, RegistryError
 
-HEAD_TYPES = ("deeplabv3", "pspnet", "fcn")
+HEAD_TYPES = tuple(HEADS.names())
 
 
 class ModelRegistry(Registry[Segmentor]):
@@ -74,14 +73,7 @@ def assemble(
     """Put a head (and an FCN aux head on the third stage, if ``aux``) on a built backbone."""
     c_last = spec.stage_channels[-1]
     channels = head_channels or default_head_channels(head, c_last)
-    if head == "deeplabv3":
-        main: nn.Module = DeepLabV3Head(c_last, num_classes, channels, **head_options)
-    elif head == "pspnet":
-        main = PSPHead(c_last, num_classes, channels, **head_options)
-    elif head == "fcn":
-        main = FCNHead(c_last, num_classes, channels)
-    else:
-        raise ValueError(f"unknown head type '{head}'; valid: {', '.join(HEAD_TYPES)}")
+    main = HEADS.build(head, c_last, num_classes, channels, **head_options)
     aux_head = FCNHead(spec.stage_channels[-2], num_classes) if aux and len(spec.stage_channels) > 1 else None
     return Segmentor(spec.module, main, num_classes, spec.stage_channels, output_stride, aux_head, name=name)
 
