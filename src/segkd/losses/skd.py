@@ -41,6 +41,11 @@ class SKDPairwise(DistillLoss):
     Defaults: CIRKD's 2x2 max pooling (its table; config weight 10), pool-then-normalise with a detached
     norm (reference code). ``pool="skd"`` with ``scale=0.5`` is the official SKD setting (weight 0.5).
     ``block_size`` bounds memory: one (N, block_size, M) block of the affinity matrices at a time.
+
+    Caution (measured on the demo): with the detached norm the gradient only rescales features and never
+    rotates them apart, so a randomly initialised student at weight 10 collapsed to parallel features
+    (loss stuck at 0.47, cross-entropy at the class prior, 9.5 mIoU); ``detach_norm: false`` (the paper's
+    true gradient) trained normally (loss 0.02). The reference setting assumes ImageNet-initialised students.
     """
 
     def __init__(self, spec: DistillSpec, pool: PairPool = "cirkd", scale: float = 0.5,
