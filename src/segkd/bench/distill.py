@@ -117,7 +117,7 @@ def bench_distill(cfg: ExperimentConfig, methods: list[str] | None = None, iters
                   warmup: int = 2, num_classes: int = 19) -> dict:
     """Time and peak memory per method; returns a JSON-ready dict with the two floors first."""
     from segkd.engine.distiller import Distiller, distill_spec
-    from segkd.losses.ka import AutoEncoder, save_autoencoder
+    from segkd.losses.ka import AutoEncoder, default_widths, save_autoencoder
     from segkd.models import build_model_from_config
 
     device = "cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu"
@@ -133,7 +133,8 @@ def bench_distill(cfg: ExperimentConfig, methods: list[str] | None = None, iters
     rows: list[StepRow] = []
     with tempfile.TemporaryDirectory() as tmp:
         ae_path = str(Path(tmp) / "autoencoder.pt")
-        save_autoencoder(ae_path, AutoEncoder(spec.teacher_feat_channels))  # random init: timing only
+        channels = spec.teacher_feat_channels  # random-init auto-encoder of the stage-1 widths: timing only
+        save_autoencoder(ae_path, AutoEncoder(channels, *default_widths(channels)))
         plan: list[tuple[str, list[dict], object]] = [("student", [], None), ("student+teacher", [], teacher)]
         bundles = method_bundles()
         for m in methods or list(bundles):

@@ -88,6 +88,11 @@ def load_autoencoder(path: str | Path) -> tuple[AutoEncoder, dict[str, Any]]:
     return ae, data.get("meta", {})
 
 
+def default_widths(teacher_channels: int) -> tuple[int, int]:
+    """``(latent, hidden)`` auto-encoder widths for a teacher feat of C channels: (C // 2, C)."""
+    return max(teacher_channels // 2, 8), teacher_channels
+
+
 def fit_autoencoder(
     teacher: nn.Module,
     batches: Iterable[dict[str, Tensor]],
@@ -120,10 +125,8 @@ def fit_autoencoder(
         with torch.no_grad():
             feat = teacher(images).feat
         if ae is None:
-            channels = feat.shape[1]
-            ae = AutoEncoder(
-                channels, latent_channels or max(channels // 2, 8), hidden_channels or channels
-            ).to(device)
+            latent, hidden = default_widths(feat.shape[1])
+            ae = AutoEncoder(feat.shape[1], latent_channels or latent, hidden_channels or hidden).to(device)
             opt = torch.optim.SGD(ae.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
         recon, latent = ae(feat)
         loss = autoencoder_loss(recon, feat, latent, l1_weight)
