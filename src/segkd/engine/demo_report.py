@@ -78,7 +78,8 @@ def _plot_miou(rows: list[dict[str, Any]], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(rows), 3.5))
-    ax.bar([r["method"] for r in rows], [r["miou"] for r in rows], color="tab:blue")
+    # Short run names (kd, skd, cirkd, ...) as labels: the full term lists do not fit under a bar.
+    ax.bar([r.get("name") or r["method"] for r in rows], [r["miou"] for r in rows], color="tab:blue")
     ax.set_ylabel("val mIoU (%)")
     ax.tick_params(axis="x", rotation=45)
     fig.tight_layout()
