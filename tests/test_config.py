@@ -138,3 +138,16 @@ def test_registry_lists_valid_names():
         reg.get("c")
     with pytest.raises(RegistryError, match="already registered"):
         reg.add("a", lambda: None)
+
+
+def test_registry_build_names_a_misspelt_option():
+    reg: Registry[object] = Registry("loss")
+
+    def kd(spec, *, temperature: float = 1.0, reduction: str = "mean"):
+        return temperature
+
+    reg.add("kd", kd)
+    assert reg.build("kd", None, temperature=2.0) == 2.0
+    expected = r"loss 'kd': .*'temprature'.*Valid options: spec, temperature, reduction"
+    with pytest.raises(RegistryError, match=expected):
+        reg.build("kd", None, temprature=2.0)

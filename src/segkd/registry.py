@@ -6,6 +6,7 @@ method or dataset never needs a new CLI flag or an edit of a central ``if/elif``
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -58,8 +59,30 @@ class Registry(Generic[T]):
             ) from None
 
     def build(self, name: str, *args: Any, **kwargs: Any) -> T:
-        """Look up ``name`` and call its factory with the given arguments."""
-        return self.get(name)(*args, **kwargs)
+        """Look up ``name`` and call its factory with the given arguments.
+
+        Arguments that do not fit the factory's signature (a misspelt config option, say) raise
+        :class:`RegistryError` naming the entry and listing its valid options, instead of a bare TypeError.
+        """
+        factory = self.get(name)
+        self._check_arguments(name, factory, args, kwargs)
+        return factory(*args, **kwargs)
+
+    def _check_arguments(
+        self, name: str, factory: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        try:
+            signature = inspect.signature(factory)
+        except (TypeError, ValueError):  # no introspectable signature: the call itself will complain
+            return
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as err:
+            named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            valid = [p.name for p in signature.parameters.values() if p.kind in named]
+            raise RegistryError(
+                f"{self.category} '{name}': {err}. Valid options: {', '.join(valid)}"
+            ) from None
 
     def names(self) -> list[str]:
         """Sorted list of registered names."""
