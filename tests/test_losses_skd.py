@@ -176,3 +176,32 @@ def test_holistic_optimizer_overrides():
     assert adam.param_groups[0]["betas"] == (0.9, 0.99) and adam.param_groups[0]["weight_decay"] == 0.0
     with pytest.raises(ValueError, match="adversary_optim"):
         loss.build_adversary_optimizer(100, lr_d=1.0)
+
+
+def test_self_attention_matches_its_three_convolutions():
+    """The fused q/k/v matrix product equals the SAGAN formula with the three 1x1 convolutions."""
+    from segkd.losses.discriminator import SelfAttention
+
+    torch.manual_seed(0)
+    attn = SelfAttention(16)
+    with torch.no_grad():
+        attn.gamma.fill_(0.7)
+    x = torch.randn(3, 16, 5, 7, dtype=torch.float64)
+    attn = attn.double()
+    q, k, v = (conv(x).flatten(2) for conv in (attn.query, attn.key, attn.value))
+    weights = torch.softmax(torch.bmm(q.transpose(1, 2), k), dim=-1)  # (N, M, M)
+    expected = attn.gamma * torch.bmm(v, weights.transpose(1, 2)).view_as(x) + x
+    assert (attn(x) - expected).abs().max().item() < 1e-12
+
+
+def test_adversary_step_one_pass_scores_equal_separate_passes():
+    """Real and fake maps go through D together; the scores equal two separate passes (D in eval mode,
+    so that the spectral norm's power iteration does not move between the passes)."""
+    student, teacher, images, labels, spec = tiny_pair(batch=2)
+    loss = LOSSES.build("skd_holistic", spec=spec, conv_dim=8).eval()
+    real, fake = torch.rand(2, NUM_CLASSES, 6, 6), torch.rand(2, NUM_CLASSES, 6, 6)
+    d_real, d_fake = loss._score_pair(real, fake)
+    assert torch.allclose(d_real, loss.discriminator(real), atol=1e-6)
+    assert torch.allclose(d_fake, loss.discriminator(fake), atol=1e-6)
+    d_real, d_fake = loss._score_pair(real, fake[..., :5])  # different sizes: two passes
+    assert torch.allclose(d_fake, loss.discriminator(fake[..., :5]), atol=1e-6)

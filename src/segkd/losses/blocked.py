@@ -34,7 +34,9 @@ def blocked_sum(block_fn: Callable[[int, int], BlockFn], num_rows: int, block_si
     """
     if block_size < 1:
         raise ValueError(f"blocked_sum: block_size must be >= 1, got {block_size}")
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    # A single block is not checkpointed: its intermediates are the peak either way, and recomputing
+    # it in backward would only cost time.
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors) and num_rows > block_size
     total: Tensor | None = None
     for start in range(0, num_rows, block_size):
         fn = block_fn(start, min(start + block_size, num_rows))

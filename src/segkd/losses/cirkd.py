@@ -46,7 +46,9 @@ class CIRKDBatchP2P(DistillLoss):
 
     Options (defaults = reference ``train_cirkd.py``):
         temperature: similarity temperature tau (0.1).
-        block: anchor rows per block; peak memory grows with ``block * images * h * w`` (1024).
+        block: anchor rows per block; peak memory grows with ``block * images * h * w``. Default (None):
+            as many rows as keep one block within 4 Mi similarities (16 MiB in float32), so small
+            batches run in one block and are not recomputed in backward.
         pool: 2x2 average pooling (ceil mode) of both feats first; the reference class has this switch
             but its training script leaves it off (False).
         gather: also compare the local anchors with every other rank's images (teacher feats gathered
@@ -62,12 +64,12 @@ class CIRKDBatchP2P(DistillLoss):
         spec: DistillSpec,
         *,
         temperature: float = 0.1,
-        block: int = 1024,
+        block: int | None = None,
         pool: bool = False,
         gather: bool = False,
     ) -> None:
         super().__init__()
-        if block < 1:
+        if block is not None and block < 1:
             raise ValueError(f"cirkd_batch_p2p: option 'block' must be >= 1, got {block}")
         self.temperature, self.block, self.pool, self.gather = temperature, block, pool, gather
 

@@ -141,11 +141,20 @@ class SKDHolistic(DistillLoss):
             return opt, None
         return opt, torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=max_iters, power=power)
 
+    def _score_pair(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+        """D scores of both batches. Same-sized maps go through D in one pass: D has no batch statistics
+        (spectral-norm convs, self-attention), so the scores equal two separate passes, at about half the
+        cost; the spectral norm then runs one power iteration per D step instead of two."""
+        if real.shape != fake.shape:
+            return self.discriminator(real), self.discriminator(fake)
+        scores = self.discriminator(torch.cat([real, fake]))
+        return scores[: real.shape[0]], scores[real.shape[0]:]
+
     def adversary_step(self, student: SegOutput, teacher: SegOutput,
                        batch: DistillBatch) -> dict[str, Tensor]:
         fake = self._d_input(student.logits.detach(), batch.images)
         real = self._d_input(teacher.logits.detach(), batch.images)
-        d_real, d_fake = self.discriminator(real), self.discriminator(fake)
+        d_real, d_fake = self._score_pair(real, fake)
         adv = adversarial_d_loss(d_real, d_fake, self.adv_loss)
         out = {"d_adv": adv.detach(), "d_real": d_real.mean().detach(), "d_fake": d_fake.mean().detach()}
         if self.adv_loss == "wgan-gp":

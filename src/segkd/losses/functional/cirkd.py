@@ -7,29 +7,13 @@ lives in :mod:`segkd.losses.cirkd` and :mod:`segkd.losses.queues`.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 from segkd.losses.functional.common import check_rank
+from segkd.losses.functional.relation_kl import similarity_kl_sum
 
-__all__ = ["cross_image_pixel_kd", "cross_image_pixel_kd_naive_sum", "memory_contrast_kd", "pair_kl_sum"]
-
-
-def pair_kl_sum(s_rows: Tensor, s_cols: Tensor, t_rows: Tensor, t_cols: Tensor, temperature: float) -> Tensor:
-    """Sum over rows and image pairs of KL(softmax(t_rows t_cols^T / tau) || softmax(s_rows s_cols^T / tau)).
-
-    Shapes: ``s_rows`` (R, Cs), ``t_rows`` (R, Ct): R anchor pixels (already L2-normalised);
-    ``s_cols`` (J, P, Cs), ``t_cols`` (J, P, Ct): J images of P pixels each. The softmax of a row runs over
-    the P pixels of *one* image j, i.e. each (row, j) is one row of the pair matrix S_ij. Returns the sum of
-    R * J row-KLs (a 0-d tensor).
-    """
-    s_sim = torch.einsum("rc,jpc->rjp", s_rows, s_cols) / temperature
-    t_sim = torch.einsum("rc,jpc->rjp", t_rows, t_cols) / temperature
-    log_p_s = F.log_softmax(s_sim, dim=-1)
-    log_p_t = F.log_softmax(t_sim, dim=-1)
-    return (log_p_t.exp() * (log_p_t - log_p_s)).sum()
+__all__ = ["cross_image_pixel_kd", "cross_image_pixel_kd_naive_sum", "memory_contrast_kd"]
 
 
 def _as_pixels(x: Tensor) -> Tensor:
@@ -43,7 +27,7 @@ def cross_image_pixel_kd(
     contrast_s: Tensor | None = None,
     contrast_t: Tensor | None = None,
     temperature: float = 0.1,
-    block: int = 1024,
+    block: int | None = None,
 ) -> Tensor:
     """CIRKD mini-batch pixel-to-pixel loss, computed in row blocks.
 
@@ -55,11 +39,11 @@ def cross_image_pixel_kd(
     over anchor images i (A of them) and contrast images j (J of them): the row-KL is averaged over rows
     ("batchmean"), then over the A * J ordered pairs, with no tau^2 factor. Ignored pixels are not masked.
 
-    Memory: the P x P matrices of all pairs are never held at once. Rows are processed ``block`` at a time
-    against all J images, and each block runs under activation checkpointing
-    (:func:`torch.utils.checkpoint.checkpoint`), so forward *and* backward peak memory grows with one
-    block (``block * J * P`` similarities) instead of ``A * J * P^2``; the price is one recomputation of
-    each block in backward. Value and gradient equal the naive computation.
+    Memory and speed: the P x P matrices of all pairs are never held at once. Rows are processed ``block``
+    at a time against all J images by :func:`segkd.losses.functional.relation_kl.similarity_kl_sum`
+    (hand-written gradient ``p_s - p_t``), so forward *and* backward peak memory grows with one block
+    (``block * J * P`` similarities) instead of ``A * J * P^2``; with more than one block, each block is
+    recomputed once in backward. Value and gradient equal the naive computation.
 
     Args:
         anchor_s: student feat of the anchor images, (A, Cs, h, w); raw (normalised here).
@@ -67,7 +51,8 @@ def cross_image_pixel_kd(
         contrast_s / contrast_t: feats of the images the anchors are compared to, (J, C, h, w);
             default: the anchors themselves (J = A, the single-process mini-batch).
         temperature: tau of the similarity softmax (0.1 in CIRKD).
-        block: anchor rows per block.
+        block: anchor rows per block; None sizes blocks to about 4 Mi similarities
+            (:func:`segkd.losses.functional.relation_kl.block_rows`).
     Returns:
         0-d tensor.
     """
@@ -78,20 +63,13 @@ def cross_image_pixel_kd(
             f"cirkd batch p2p: student {tuple(anchor_s.shape)} and teacher "
             f"{tuple(anchor_t.shape)} must agree in batch and spatial size"
         )
-    if block < 1:
+    if block is not None and block < 1:
         raise ValueError(f"cirkd batch p2p: block must be >= 1, got {block}")
     contrast_s = anchor_s if contrast_s is None else contrast_s
     contrast_t = anchor_t if contrast_t is None else contrast_t
     rows_s, rows_t = _as_pixels(anchor_s).flatten(0, 1), _as_pixels(anchor_t).flatten(0, 1)
     cols_s, cols_t = _as_pixels(contrast_s), _as_pixels(contrast_t)
-    total = rows_s.new_zeros(())
-    for start in range(0, rows_s.shape[0], block):
-        sl = slice(start, start + block)
-        args = (rows_s[sl], cols_s, rows_t[sl], cols_t, temperature)
-        if torch.is_grad_enabled() and (rows_s.requires_grad or cols_s.requires_grad):
-            total = total + checkpoint(pair_kl_sum, *args, use_reentrant=False)
-        else:
-            total = total + pair_kl_sum(*args)
+    total = similarity_kl_sum(rows_s, cols_s, rows_t, cols_t, temperature, block)
     return total / (rows_s.shape[0] * cols_s.shape[0])
 
 
@@ -117,6 +95,7 @@ def memory_contrast_kd(
     contrast: Tensor,
     temperature: float = 0.1,
     kd_temperature: float = 1.0,
+    block: int | None = None,
 ) -> Tensor:
     """CIRKD memory-based pixel-to-pixel / pixel-to-region distillation (paper Eqs. 6-7).
 
@@ -127,13 +106,12 @@ def memory_contrast_kd(
     with tau = ``temperature`` (0.1) and T = ``kd_temperature`` (1 in CIRKD). Shapes: ``anchor_s`` (M, D)
     projected + L2-normalised student anchors, ``anchor_t`` (M, D) L2-normalised teacher anchors,
     ``contrast`` (Q, D) teacher pixel or region embeddings from the memory. M = 0 returns a zero that
-    keeps the graph (the reference's trick for all-ignored batches).
+    keeps the graph (the reference's trick for all-ignored batches). ``block``: anchors per block of the
+    fused computation (:func:`segkd.losses.functional.relation_kl.similarity_kl_sum`); the memory queue is
+    a constant (no gradient), as in the reference.
     """
     if anchor_s.shape[0] == 0:
         return anchor_s.sum() * 0.0
-    s_logits = anchor_s @ contrast.T / (temperature * kd_temperature)
-    t_logits = anchor_t @ contrast.T / (temperature * kd_temperature)
-    log_p_s = F.log_softmax(s_logits, dim=1)
-    log_p_t = F.log_softmax(t_logits, dim=1)
-    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
-    return kl.mean() * kd_temperature**2
+    cols = contrast.detach().unsqueeze(0)  # one group: every anchor against the whole contrast set
+    total = similarity_kl_sum(anchor_s, cols, anchor_t, cols, temperature * kd_temperature, block)
+    return total / anchor_s.shape[0] * kd_temperature**2
