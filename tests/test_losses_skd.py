@@ -34,12 +34,13 @@ def test_pairwise_hand_value():
     assert pairwise_affinity_loss(s, t, pool="none").item() == pytest.approx(2 / 4, rel=1e-6)
 
 
-@pytest.mark.parametrize("block_size", [1, 5, 7, 42, 1000])
-def test_blocked_equals_naive_value_and_gradient(block_size):
+@pytest.mark.parametrize("block_size,method", [(1, "blocked"), (5, "blocked"), (7, "blocked"),
+                                               (42, "blocked"), (1000, "blocked"), (1, "gram"), (1, "auto")])
+def test_blocked_equals_naive_value_and_gradient(block_size, method):
     torch.manual_seed(0)
     s = torch.randn(2, 5, 6, 7, dtype=torch.float64, requires_grad=True)
     t = torch.randn(2, 3, 6, 7, dtype=torch.float64)
-    blocked = pairwise_affinity_loss(s, t, pool="none", block_size=block_size)
+    blocked = pairwise_affinity_loss(s, t, pool="none", block_size=block_size, method=method)
     (g_blocked,) = torch.autograd.grad(blocked, s)
     naive = naive_pairwise(s, t)
     (g_naive,) = torch.autograd.grad(naive, s)
@@ -67,9 +68,12 @@ def test_blocked_never_materialises_full_affinity():
     s = torch.randn(1, 4, m_side, m_side, requires_grad=True)
     t = torch.randn(1, 4, m_side, m_side)
     with MaxNumel() as probe:
-        pairwise_affinity_loss(s, t, pool="none", block_size=block).backward()
+        pairwise_affinity_loss(s, t, pool="none", block_size=block, method="blocked").backward()
     m = m_side * m_side
     assert probe.max_numel <= block * m
+    with MaxNumel() as probe_gram:  # Gram matrices: channels x channels, the features are the largest
+        pairwise_affinity_loss(s, t, pool="none", method="gram").backward()
+    assert probe_gram.max_numel <= s.numel()
     with MaxNumel() as probe_naive:
         naive_pairwise(s, t)
     assert probe_naive.max_numel >= m * m  # the probe does see a full matrix when there is one
@@ -79,7 +83,10 @@ def test_affinity_sum_gradcheck_and_teacher_gradient():
     torch.manual_seed(1)
     s = torch.randn(1, 3, 5, dtype=torch.float64, requires_grad=True)
     t = torch.randn(1, 2, 5, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: affinity_sq_error_sum(a, b, 2), (s, t))
+    assert torch.autograd.gradcheck(lambda a, b: affinity_sq_error_sum(a, b, 2, "blocked"), (s, t))
+    assert torch.autograd.gradcheck(lambda a, b: affinity_sq_error_sum(a, b, method="gram"), (s, t))
+    with pytest.raises(ValueError, match="method must be"):
+        affinity_sq_error_sum(s, t, method="fast")
 
 
 def test_pooling_options():
@@ -205,3 +212,12 @@ def test_adversary_step_one_pass_scores_equal_separate_passes():
     assert torch.allclose(d_fake, loss.discriminator(fake), atol=1e-6)
     d_real, d_fake = loss._score_pair(real, fake[..., :5])  # different sizes: two passes
     assert torch.allclose(d_fake, loss.discriminator(fake[..., :5]), atol=1e-6)
+
+
+def test_gram_method_zero_for_identical_features_and_auto_choice():
+    f = torch.nn.functional.normalize(torch.randn(2, 8, 300), dim=1)
+    assert affinity_sq_error_sum(f, f.clone(), method="gram").item() == 0.0  # a - 2a + a is exact
+    wide, few_nodes = torch.randn(1, 64, 10), torch.randn(1, 64, 10)
+    with MaxNumel() as probe:  # M = 10 < C: the blocked method is cheaper and auto takes it
+        affinity_sq_error_sum(wide, few_nodes)
+    assert probe.max_numel < 64 * 64  # no 64 x 64 Gram matrix was built

@@ -9,7 +9,7 @@ run their discriminator step as the trainer does. Floors: ``student`` (the plain
 ``ratio`` = method time / ``student+teacher`` time. Steps are timed round-robin (one step of each
 method per round) so that load from other processes spreads evenly. Peak memory: CUDA
 ``max_memory_allocated`` on GPU, else the RSS growth of one step (:mod:`segkd.bench.memory`); both
-after the warm-up steps.
+after the warm-up steps, and all of them before any timing (which then runs with the allocator settled).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from segkd.bench.memory import measure_peak
+from segkd.bench.memory import measure_peak, settle_allocator
 from segkd.bench.timing import summarise, time_calls
 from segkd.config_schema import ExperimentConfig
 
@@ -153,6 +153,7 @@ def bench_distill(cfg: ExperimentConfig, methods: list[str] | None = None, iters
             step = _step_fn(distiller, images, labels)
             if _prepare(row, step, warmup, device):
                 steps[len(rows) - 1] = step
+        settle_allocator()  # memory was measured under the 64 KiB mmap pin; time with a settled allocator
         _time_round_robin(steps, rows, iters, device)
     floor = rows[1].median_ms
     for row in rows:

@@ -9,11 +9,12 @@ A naive run whose largest matrix alone would exceed ``naive_max_gib`` is skipped
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 
-from segkd.bench.memory import measure_peak
+from segkd.bench.memory import measure_peak, settle_allocator
 from segkd.bench.naive import NAIVE, naive_bytes
 from segkd.bench.timing import summarise, time_calls
 from segkd.models.outputs import SegOutput
@@ -46,9 +47,9 @@ def make_inputs(batch: int, h: int, w: int, channels: tuple[int, int], num_class
     return SegOutput(logits=logits_s, feat=feat_s), teacher, DistillBatch(images=images, labels=labels)
 
 
-def _run_case(impl: str, fn, size: tuple[int, int, int], iters: int,
-              leaves: list[torch.Tensor]) -> tuple[LossCase, torch.Tensor]:
-    """Peak memory of one forward+backward (after one warm-up call), then the median of ``iters``."""
+def _prepare_case(impl: str, fn, size: tuple[int, int, int],
+                  leaves: list[torch.Tensor]) -> tuple[LossCase, Callable[[], None], torch.Tensor]:
+    """One warm-up forward+backward, then the peak memory of another; returns (case, step, value)."""
     case = LossCase(impl, *size)
     holder: dict[str, torch.Tensor] = {}
 
@@ -61,42 +62,53 @@ def _run_case(impl: str, fn, size: tuple[int, int, int], iters: int,
 
     step()
     case.peak_mib = measure_peak(step)
-    case.median_ms = summarise(time_calls(step, iters, warmup=0))["median_ms"]
     case.value = float(holder["value"])
-    return case, holder["value"]
+    return case, step, holder["value"]
 
 
 def bench_loss(name: str, sizes: list[tuple[int, int, int]], channels: tuple[int, int] = (128, 256),
                num_classes: int = 19, iters: int = 3, naive: bool = True, naive_max_gib: float = 2.0) -> dict:
-    """Benchmark ``LOSSES[name]`` (and its naive reference) at every (batch, h, w) of ``sizes``."""
+    """Benchmark ``LOSSES[name]`` (and its naive reference) at every (batch, h, w) of ``sizes``.
+
+    Two phases (see :mod:`segkd.bench.memory`): the peak memory of every case first, then, with the
+    allocator settled, the timings.
+    """
     from segkd.losses import DistillSpec, build_loss
 
     spec = DistillSpec(num_classes=num_classes, student_feat_channels=channels[0],
                        teacher_feat_channels=channels[1])
     loss = build_loss(name, spec)
-    cases = []
+    cases, steps = [], []
     for size in sizes:
         student, teacher, batch = make_inputs(*size, channels, num_classes)
         leaves = [student.feat, student.logits]
         run = lambda s=student, t=teacher, b=batch: loss(s, t, b)  # noqa: E731
-        blocked, value = _run_case(name, run, size, iters, leaves)
+        blocked, step, value = _prepare_case(name, run, size, leaves)
         grad = student.feat.grad.clone() if student.feat.grad is not None else None
         cases.append(blocked)
+        steps.append((blocked, step, iters))
         if naive and name in NAIVE:
-            cases.append(_naive_case(name, student, teacher, size, iters, naive_max_gib, value, grad))
+            naive_case, naive_step = _naive_case(name, student, teacher, size, naive_max_gib, value, grad)
+            cases.append(naive_case)
+            if naive_step is not None:
+                steps.append((naive_case, naive_step, 1))
+    settle_allocator()
+    for case, step, n in steps:
+        case.median_ms = summarise(time_calls(step, n, warmup=0))["median_ms"]
     return {"loss": name, "channels": list(channels), "num_classes": num_classes, "iters": iters,
             "threads": torch.get_num_threads(), "cases": [asdict(c) for c in cases]}
 
 
-def _naive_case(name, student, teacher, size, iters, max_gib, value, grad) -> LossCase:
+def _naive_case(name, student, teacher, size, max_gib, value, grad):
     need = naive_bytes(name, *size) / 2**30
     if need > max_gib:
-        return LossCase(f"{name} (naive)", *size, note=f"skipped: one pair matrix alone needs {need:.1f} GiB")
-    case, naive_value = _run_case(f"{name} (naive)", lambda: NAIVE[name](student.feat, teacher.feat), size, 1,
-                                  [student.feat])
+        note = f"skipped: one pair matrix alone needs {need:.1f} GiB"
+        return LossCase(f"{name} (naive)", *size, note=note), None
+    run = lambda: NAIVE[name](student.feat, teacher.feat)  # noqa: E731
+    case, step, naive_value = _prepare_case(f"{name} (naive)", run, size, [student.feat])
     grad_gap = (student.feat.grad - grad).abs().max().item() if grad is not None else float("nan")
     case.note = f"|value diff| {abs(float(naive_value - value)):.2g}, max |grad diff| {grad_gap:.2g}"
-    return case
+    return case, step
 
 
 def loss_table(result: dict) -> str:

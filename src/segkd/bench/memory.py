@@ -6,15 +6,16 @@ CPU method (documented in docs/BENCHMARKS.md): PyTorch keeps no statistics for i
 work is then ``VmHWM`` after it minus ``VmRSS`` before it. That counts every byte the process touched
 (tensors, autograd buffers, allocator slack), so it is an honest upper bound of the tensor peak.
 
-To keep successive measurements in one process independent, free heap pages from earlier work are first
-returned to the kernel (``malloc_trim``) and glibc's mmap threshold is pinned at 64 KiB during the
-measurement, so that every larger buffer is ``mmap``-ed and returned when freed instead of staying resident
-where a later measurement would reuse it without raising the peak. Afterwards :func:`settle_allocator`
-puts the thresholds where glibc's own dynamic adjustment ends up in a long-running training process (mmap
-threshold 32 MiB, its cap on 64-bit; trim threshold twice that): timings taken after a memory measurement
-are then not slowed down by a page fault on every fresh buffer (measured on the 2-core VM at the demo's
-sizes: the student + teacher step took 45 ms instead of 16 ms, the CIRKD step 91 instead of 34 ms, with
-the 64 KiB pin left in place).
+To keep successive measurements in one process independent, :func:`measure_peak` first hands free heap
+pages back to the kernel (``malloc_trim``; otherwise the work could reuse memory that is already resident
+and its peak would be undercounted) and pins glibc's mmap threshold at 64 KiB, so that every larger buffer
+is ``mmap``-ed and returned to the kernel when freed.
+
+That pin makes every fresh buffer cost page faults, so benchmarks take all memory measurements first and
+then call :func:`settle_allocator` before timing: it puts the thresholds where glibc's own dynamic
+adjustment ends up in a long-running training process (mmap threshold 32 MiB, its cap on 64-bit; trim
+threshold twice that). Measured on the 2-core VM at the demo's sizes, timing under the pin gave 45 ms
+instead of 16 ms for the student + teacher step and 91 instead of 34 ms for the CIRKD step.
 On systems without ``/proc`` the CPU value is ``None`` (reported as n/a).
 """
 
@@ -85,7 +86,10 @@ def reset_cpu_peak() -> bool:
 
 
 def measure_peak(fn: Callable[[], object], device: str | torch.device = "cpu") -> float | None:
-    """Run ``fn`` once and return its peak extra memory in MiB (None when it cannot be measured)."""
+    """Run ``fn`` once and return its peak extra memory in MiB (None when it cannot be measured).
+
+    On CPU this leaves the 64 KiB mmap pin in place: call :func:`settle_allocator` before timing anything.
+    """
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -94,14 +98,11 @@ def measure_peak(fn: Callable[[], object], device: str | torch.device = "cpu") -
         fn()
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    release_free_heap()
     pin_mmap_threshold()
-    release_free_heap()  # heap kept by earlier (settled) work would otherwise absorb this peak
-    try:
-        if not reset_cpu_peak():
-            return None
-        base = _status_kib("VmRSS")
-        fn()
-        peak = _status_kib("VmHWM")
-    finally:
-        settle_allocator()
+    if not reset_cpu_peak():
+        return None
+    base = _status_kib("VmRSS")
+    fn()
+    peak = _status_kib("VmHWM")
     return None if base is None or peak is None else max(peak - base, 0) / 1024

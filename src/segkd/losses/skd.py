@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from segkd.losses.base import LOSSES, DistillBatch, DistillLoss, DistillSpec
+from segkd.losses.blocked import AffinityMethod
 from segkd.losses.discriminator import SAGANDiscriminator
 from segkd.losses.functional.skd import (
     AdvLoss,
@@ -40,7 +41,8 @@ class SKDPairwise(DistillLoss):
 
     Defaults: CIRKD's 2x2 max pooling (its table; config weight 10), pool-then-normalise with a detached
     norm (reference code). ``pool="skd"`` with ``scale=0.5`` is the official SKD setting (weight 0.5).
-    ``block_size`` bounds memory: one (N, block_size, M) block of the affinity matrices at a time.
+    ``block_size`` bounds memory: one (N, block_size, M) block of the affinity matrices at a time;
+    ``method`` ("auto", "gram", "blocked"): row blocks or channel Gram matrices, "auto" picks the cheaper.
 
     Caution (measured on the demo): with the detached norm the gradient only rescales features and never
     rotates them apart, so a randomly initialised student at weight 10 collapsed to parallel features
@@ -49,7 +51,8 @@ class SKDPairwise(DistillLoss):
     """
 
     def __init__(self, spec: DistillSpec, pool: PairPool = "cirkd", scale: float = 0.5,
-                 detach_norm: bool = True, normalize_first: bool = False, block_size: int = 256) -> None:
+                 detach_norm: bool = True, normalize_first: bool = False, block_size: int = 256,
+                 method: AffinityMethod = "auto") -> None:
         super().__init__()
         if pool not in ("cirkd", "skd", "none"):
             raise ValueError(f"skd_pairwise: option 'pool' must be 'cirkd', 'skd' or 'none', got '{pool}'")
@@ -57,10 +60,14 @@ class SKDPairwise(DistillLoss):
             raise ValueError(f"skd_pairwise: option 'block_size' must be >= 1, got {block_size}")
         self.pool, self.scale = pool, float(scale)
         self.detach_norm, self.normalize_first, self.block_size = detach_norm, normalize_first, block_size
+        if method not in ("auto", "gram", "blocked"):
+            raise ValueError(f"skd_pairwise: option 'method' must be 'auto', 'gram' or 'blocked', "
+                             f"got '{method}'")
+        self.method = method
 
     def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
         return pairwise_affinity_loss(student.feat, teacher.feat.detach(), self.pool, self.scale,
-                                      self.detach_norm, self.normalize_first, self.block_size)
+                                      self.detach_norm, self.normalize_first, self.block_size, self.method)
 
 
 _OPTIM_DEFAULTS: dict[str, dict[str, Any]] = {

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from segkd.losses.blocked import affinity_sq_error_sum
+from segkd.losses.blocked import AffinityMethod, affinity_sq_error_sum
 from segkd.losses.functional.common import check_rank, resize_to
 
 PairPool = Literal["cirkd", "skd", "none"]
@@ -57,6 +57,7 @@ def pairwise_affinity_loss(
     detach_norm: bool = True,
     normalize_first: bool = False,
     block_size: int = 256,
+    method: AffinityMethod = "auto",
 ) -> Tensor:
     """SKD pair-wise distillation on feature maps.
 
@@ -66,8 +67,9 @@ def pairwise_affinity_loss(
 
     The reference code (official SKD and CIRKD) pools first, then normalises with a detached norm
     (``normalize_first=False, detach_norm=True``); the paper describes normalised features
-    (``normalize_first=True``). The affinity error is reduced in row blocks of ``block_size`` nodes
-    (see :mod:`segkd.losses.blocked`), so the (M x M) matrices are never all in memory.
+    (``normalize_first=True``). The (M x M) matrices are never all in memory: the error is reduced in row
+    blocks of ``block_size`` nodes or through channel Gram matrices, whichever is cheaper
+    (:func:`segkd.losses.blocked.affinity_sq_error_sum`).
 
     Args:
         student_feat: (N, C_s, H_s, W_s).
@@ -76,7 +78,8 @@ def pairwise_affinity_loss(
         pool, scale: see :func:`skd_pool`; the SKD kernel is computed from the teacher map size.
         detach_norm: treat the L2 norm as a constant in backward.
         normalize_first: normalise before pooling (paper) instead of after (reference code).
-        block_size: nodes (rows of the affinity matrix) processed at once.
+        block_size: nodes (rows of the affinity matrix) processed at once by the blocked method.
+        method: ``auto``, ``gram`` or ``blocked`` (see :func:`segkd.losses.blocked.affinity_sq_error_sum`).
 
     Returns:
         A scalar tensor.
@@ -94,7 +97,7 @@ def pairwise_affinity_loss(
             x = l2_normalize_channels(x, detach_norm)
         nodes.append(x.flatten(2))  # (N, C, M)
     n, _, m = nodes[1].shape
-    return affinity_sq_error_sum(nodes[0], nodes[1], block_size) / (n * m * m)
+    return affinity_sq_error_sum(nodes[0], nodes[1], block_size, method) / (n * m * m)
 
 
 def adversarial_d_loss(d_real: Tensor, d_fake: Tensor, kind: AdvLoss = "hinge") -> Tensor:
