@@ -107,7 +107,7 @@ def _naive_case(name, student, teacher, size, max_gib, value, grad):
     run = lambda: NAIVE[name](student.feat, teacher.feat)  # noqa: E731
     case, step, naive_value = _prepare_case(f"{name} (naive)", run, size, [student.feat])
     grad_gap = (student.feat.grad - grad).abs().max().item() if grad is not None else float("nan")
-    case.note = f"|value diff| {abs(float(naive_value - value)):.2g}, max |grad diff| {grad_gap:.2g}"
+    case.note = f"abs value diff {abs(float(naive_value - value)):.2g}, max abs grad diff {grad_gap:.2g}"
     return case, step
 
 
