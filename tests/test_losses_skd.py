@@ -221,3 +221,24 @@ def test_gram_method_zero_for_identical_features_and_auto_choice():
     with MaxNumel() as probe:  # M = 10 < C: the blocked method is cheaper and auto takes it
         affinity_sq_error_sum(wide, few_nodes)
     assert probe.max_numel < 64 * 64  # no 64 x 64 Gram matrix was built
+
+
+def test_gram_method_hand_value():
+    # Same tiny case as test_pairwise_hand_value. After per-pixel normalisation Fs = I (2 channels x 2
+    # pixels), Ft = all 1/sqrt(2): ||Fs Fs^T||^2 = 2, ||Fs Ft^T||^2 = 4 * 1/2 = 2, ||Ft Ft^T||^2 = 4,
+    # so 2 - 2 * 2 + 4 = 2 (= the two off-diagonal unit errors of I vs all-ones), over M^2 = 4: 0.5.
+    s = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64).view(1, 2, 1, 2)
+    t = torch.ones(1, 2, 1, 2, dtype=torch.float64)
+    assert pairwise_affinity_loss(s, t, pool="none", method="gram").item() == pytest.approx(2 / 4, rel=1e-6)
+
+
+def test_gram_method_float32_cancellation_is_bounded():
+    """The precision figures quoted in affinity_sq_error_sum's docstring (128 channels, 2048 nodes)."""
+    g = torch.Generator().manual_seed(0)
+    fs = torch.nn.functional.normalize(torch.randn(2, 128, 2048, generator=g), dim=1)
+    unrelated = torch.nn.functional.normalize(torch.randn(2, 256, 2048, generator=g), dim=1)
+    close = torch.nn.functional.normalize(fs + 1e-3 * torch.randn(2, 128, 2048, generator=g), dim=1)
+    for ft, bound in ((unrelated, 1e-6), (close, 1e-3)):
+        exact = affinity_sq_error_sum(fs.double(), ft.double(), method="blocked", block_size=2048).item()
+        gram = affinity_sq_error_sum(fs, ft, method="gram").item()
+        assert abs(gram - exact) / exact < bound

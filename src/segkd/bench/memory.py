@@ -14,8 +14,9 @@ is ``mmap``-ed and returned to the kernel when freed.
 That pin makes every fresh buffer cost page faults, so benchmarks take all memory measurements first and
 then call :func:`settle_allocator` before timing: it puts the thresholds where glibc's own dynamic
 adjustment ends up in a long-running training process (mmap threshold 32 MiB, its cap on 64-bit; trim
-threshold twice that). Measured on the 2-core VM at the demo's sizes, timing under the pin gave 45 ms
-instead of 16 ms for the student + teacher step and 91 instead of 34 ms for the CIRKD step.
+threshold twice that). A one-off check on the 2-core VM (the demo-size steps of ``segkd bench distill``
+timed by hand with the pin set, then settled; no command in the repo) gave 45 vs 16 ms for the
+student + teacher step and 91 vs 34 ms for the CIRKD step.
 On systems without ``/proc`` the CPU value is ``None`` (reported as n/a).
 """
 
@@ -43,37 +44,33 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameter ids
 _GLIBC_MMAP_THRESHOLD_MAX = 32 * 2**20  # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit glibc
 
 
-def _mallopt(param: int, value: int) -> bool:
-    """glibc ``mallopt``; False where libc has none. Done with ctypes because no library exposes it;
-    it only changes where large blocks live and when freed heap memory goes back to the kernel."""
+def _libc_call(name: str, *args: int) -> bool:
+    """Call glibc's ``mallopt`` / ``malloc_trim``; False where libc lacks it (non-glibc systems). Done with
+    ctypes because no library exposes them; they only change where large blocks live and when freed heap
+    memory goes back to the kernel."""
     import ctypes
 
     try:
-        return bool(ctypes.CDLL(None).mallopt(param, value))
-    except (OSError, AttributeError):
-        return False
-
-
-def release_free_heap() -> bool:
-    """glibc ``malloc_trim(0)``: hand every free heap page back to the kernel (False without it)."""
-    import ctypes
-
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
+        getattr(ctypes.CDLL(None), name)(*args)
     except (OSError, AttributeError):
         return False
     return True
 
 
+def release_free_heap() -> bool:
+    """glibc ``malloc_trim(0)``: hand every free heap page back to the kernel (False without it)."""
+    return _libc_call("malloc_trim", 0)
+
+
 def pin_mmap_threshold(nbytes: int = 64 * 1024) -> bool:
     """Fix glibc's (otherwise self-raising) mmap threshold at ``nbytes``; False without ``mallopt``."""
-    return _mallopt(_M_MMAP_THRESHOLD, nbytes)
+    return _libc_call("mallopt", _M_MMAP_THRESHOLD, nbytes)
 
 
 def settle_allocator() -> bool:
     """Set the thresholds glibc's dynamic adjustment reaches in a long run (mmap 32 MiB, trim 64 MiB)."""
-    return _mallopt(_M_MMAP_THRESHOLD, _GLIBC_MMAP_THRESHOLD_MAX) and \
-        _mallopt(_M_TRIM_THRESHOLD, 2 * _GLIBC_MMAP_THRESHOLD_MAX)
+    return _libc_call("mallopt", _M_MMAP_THRESHOLD, _GLIBC_MMAP_THRESHOLD_MAX) and \
+        _libc_call("mallopt", _M_TRIM_THRESHOLD, 2 * _GLIBC_MMAP_THRESHOLD_MAX)
 
 
 def reset_cpu_peak() -> bool:

@@ -63,8 +63,6 @@ def cross_image_pixel_kd(
             f"cirkd batch p2p: student {tuple(anchor_s.shape)} and teacher "
             f"{tuple(anchor_t.shape)} must agree in batch and spatial size"
         )
-    if block is not None and block < 1:
-        raise ValueError(f"cirkd batch p2p: block must be >= 1, got {block}")
     contrast_s = anchor_s if contrast_s is None else contrast_s
     contrast_t = anchor_t if contrast_t is None else contrast_t
     rows_s, rows_t = _as_pixels(anchor_s).flatten(0, 1), _as_pixels(anchor_t).flatten(0, 1)
