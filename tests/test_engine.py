@@ -11,7 +11,7 @@ import torch
 from _engine_helpers import tiny_config, tiny_overrides
 from segkd.cli import main as cli_main
 from segkd.engine import evaluate, train
-from segkd.engine.checkpoint import atomic_save, load_checkpoint
+from segkd.engine.checkpoint import load_checkpoint, save_checkpoint
 from segkd.engine.distiller import NonFiniteLossError
 from segkd.engine.schedule import poly_factor
 from segkd.engine.trainer import Trainer
@@ -113,9 +113,9 @@ def test_cli_nan_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture):
     assert "test_nan_after" in capsys.readouterr().err
 
 
-def test_atomic_save_keeps_old_file_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_save_checkpoint_keeps_old_file_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     path = tmp_path / "ckpt" / "latest.pt"
-    atomic_save({"model": {"w": torch.ones(2)}, "iteration": 1}, path)
+    save_checkpoint({"model": {"w": torch.ones(2)}, "iteration": 1}, path)
 
     def broken_save(obj, handle):
         handle.write(b"partial")
@@ -123,7 +123,7 @@ def test_atomic_save_keeps_old_file_on_failure(tmp_path: Path, monkeypatch: pyte
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        atomic_save({"model": {"w": torch.zeros(2)}, "iteration": 2}, path)
+        save_checkpoint({"model": {"w": torch.zeros(2)}, "iteration": 2}, path)
     monkeypatch.undo()
     assert load_checkpoint(path)["iteration"] == 1
     assert [p.name for p in path.parent.iterdir()] == ["latest.pt"]  # no temp file left behind

@@ -1,4 +1,8 @@
-"""Two-process torchrun (gloo, CPU) training: mIoU reduction and identical weights on both ranks."""
+"""Two-process torchrun (gloo, CPU) training: mIoU reduction, identical weights and BatchNorm buffers on
+both ranks, and a validation mIoU that is the mIoU of the saved checkpoint.
+
+The torchrun job runs once per module (about 10 s); each test reads its verdict.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,9 @@ import pytest
 HERE = Path(__file__).parent
 
 
-@pytest.mark.dist
-def test_two_process_gloo_training(tmp_path: Path):
+@pytest.fixture(scope="module")
+def verdict(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("dist_train")
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -27,13 +32,25 @@ def test_two_process_gloo_training(tmp_path: Path):
         "--standalone",
         "--nproc_per_node=2",
         str(HERE / "_dist_train_check.py"),
-        str(tmp_path),
+        str(out),
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert (out / "run" / "checkpoints" / "latest.pt").is_file()
+    return json.loads((out / "verdict.json").read_text())
+
+
+@pytest.mark.dist
+def test_two_process_gloo_training(verdict: dict):
     assert verdict["reduction_ok"]
     assert verdict["identical"] and verdict["changed"]
     assert verdict["ddp_pixels"] == verdict["single_pixels"]
     assert verdict["ddp_miou"] == pytest.approx(verdict["single_miou"], abs=1e-9)
-    assert (tmp_path / "run" / "checkpoints" / "latest.pt").is_file()
+
+
+@pytest.mark.dist
+def test_two_process_bn_buffers_identical_and_validation_matches_checkpoint(verdict: dict):
+    assert verdict["num_bn_buffers"] > 0  # the tiny student has BatchNorm: the check is not vacuous
+    assert verdict["bn_buffers_identical"]
+    assert verdict["ddp_miou"] == pytest.approx(verdict["checkpoint_miou"], abs=1e-9)
+    assert verdict["logged_val_miou"] == pytest.approx(verdict["checkpoint_miou"], abs=1e-9)

@@ -105,6 +105,29 @@ def all_gather_tensor(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+def sync_norm_buffers(module: torch.nn.Module, src: int = 0) -> int:
+    """Copy rank ``src``'s normalisation buffers (BatchNorm running mean/var, batch counter) to every rank.
+
+    Why: DDP broadcasts rank 0's buffers at the start of each *training* forward, but that forward then
+    updates every rank's copy with its own batch, so after any training step the ranks hold different
+    running statistics (plain BatchNorm on CPU/gloo, or any BatchNorm not converted to SyncBN). Evaluating
+    or checkpointing then would use rank-local statistics: the DDP-reduced validation mIoU would not be the
+    mIoU of the weights rank 0 saves. The engine calls this before every validation and every checkpoint,
+    so all ranks evaluate, and rank 0 saves, exactly the statistics of rank ``src`` (DDP's own convention).
+    Returns the number of buffers broadcast (0 without a process group).
+    """
+    if not is_dist_initialized():
+        return 0
+    count = 0
+    for sub in module.modules():
+        if isinstance(sub, torch.nn.modules.batchnorm._NormBase) and sub.track_running_stats:
+            for buf in sub.buffers(recurse=False):
+                if buf is not None:
+                    dist.broadcast(buf.data, src=src)
+                    count += 1
+    return count
+
+
 def broadcast_object(obj: object, src: int = 0) -> object:
     """Send a picklable object from ``src`` to every process and return it."""
     if not is_dist_initialized():

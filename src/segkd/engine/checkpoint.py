@@ -1,28 +1,47 @@
-"""Training checkpoints: atomic writes, RNG state capture, and ``resume=auto`` lookup.
+"""Training checkpoints: RNG state capture, ``resume=auto`` lookup with fallback to the previous good file.
 
 Keys (docs/ARCHITECTURE.md): ``model``, ``losses``, ``optimizer``, ``scheduler``, ``adversary``,
-``iteration``, ``rng``, ``config``, ``meta``. A write goes to a temporary file in the same folder and is
-moved into place with ``os.replace`` (atomic on POSIX), so a crash mid-write never leaves a truncated
-``latest.pt``.
+``iteration``, ``rng``, ``config``, ``meta``, ``checksum``. Reading and writing go through
+:mod:`segkd.checkpoint_io` (``weights_only=True`` loading, checksum, atomic write, ``previous.pt``); every
+value stored here is a tensor or a plain Python value, so nothing needs the full unpickler.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from segkd.checkpoint_io import (
+    PREVIOUS_NAME,
+    CheckpointReadError,
+    UnsafeCheckpointError,
+    read_checkpoint,
+    write_checkpoint,
+)
+from segkd.distributed import is_main_process
+
 
 def rng_state() -> dict[str, Any]:
-    """Snapshot of the python, numpy, torch (CPU) and CUDA random generators."""
+    """Snapshot of the python, numpy, torch (CPU) and CUDA generators as tensors and plain lists.
+
+    Plain types only, so that checkpoints load with ``torch.load(weights_only=True)``.
+    """
+    version, mt_state, gauss = random.getstate()
+    key, keys, pos, has_gauss, cached = np.random.get_state()
     return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": [version, list(mt_state), gauss],
+        "numpy": {
+            "key": str(key),
+            "state": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(cached),
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
@@ -30,39 +49,34 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore generators captured by :func:`rng_state` (CUDA only when both sides have it)."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, mt_state, gauss = state["python"]
+    random.setstate((version, tuple(mt_state), gauss))
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            np_state["key"],
+            np_state["state"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["gauss"],
+        )
+    )
     torch.set_rng_state(state["torch"].cpu())
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to a temp file beside ``path``, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str], keep_previous: bool = False) -> Path:
+    """Write a training checkpoint atomically, with its checksum (see :mod:`segkd.checkpoint_io`)."""
+    return write_checkpoint(state, path, keep_previous=keep_previous)
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a segkd checkpoint dict, with a clear error for a missing or foreign file."""
+    """Read a segkd training checkpoint (safe loading, checksum verified), with one-line errors."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    # weights_only=False: checkpoints hold RNG states (numpy arrays, tuples) written by segkd itself.
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    ckpt = read_checkpoint(path, map_location=map_location)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise ValueError(f"{path} is not a segkd training checkpoint (no 'model' key)")
+        raise CheckpointReadError(f"{path} is not a segkd training checkpoint (no 'model' key)")
     return ckpt
 
 
@@ -76,9 +90,91 @@ def resolve_resume(resume: str | None, output_dir: str | os.PathLike[str]) -> Pa
     if resume in (None, "", "none"):
         return None
     if resume == "auto":
-        latest = checkpoint_dir(output_dir) / "latest.pt"
-        return latest if latest.is_file() else None
+        folder = checkpoint_dir(output_dir)
+        for name in ("latest.pt", PREVIOUS_NAME):
+            if (folder / name).is_file():
+                return folder / name
+        return None
     path = Path(resume)
     if not path.is_file():
         raise FileNotFoundError(f"train.resume: checkpoint not found: {path}")
     return path
+
+
+def load_resume_state(
+    resume: str | None, output_dir: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """``(path, state)`` of the checkpoint to resume from, or ``(None, None)`` for a fresh run.
+
+    With ``resume=auto`` a damaged ``latest.pt`` (empty, truncated, checksum mismatch) is reported and
+    the previous good checkpoint (``previous.pt``, kept by every save of latest.pt) is used instead. An
+    explicitly named damaged file is an error that points at ``previous.pt`` when one exists. A file that
+    would need arbitrary unpickling is always refused.
+    """
+    path = resolve_resume(resume, output_dir)
+    if path is None:
+        return None, None
+    previous = path.with_name(PREVIOUS_NAME)
+    try:
+        return path, load_checkpoint(path, map_location)
+    except UnsafeCheckpointError:
+        raise
+    except CheckpointReadError as err:
+        if resume != "auto" or path == previous or not previous.is_file():
+            kept = previous.is_file() and path != previous
+            hint = f" ({previous} holds the checkpoint before it)" if kept else ""
+            raise CheckpointReadError(f"cannot resume: {err}{hint}") from None
+        state = load_checkpoint(previous, map_location)
+        print(
+            f"segkd train: warning: {err}; resuming from the previous good checkpoint {previous} "
+            f"(iteration {int(state['iteration'])})"
+        )
+        return previous, state
+
+
+# Settings a checkpoint's state depends on: resuming with another value cannot take effect (the weights,
+# loss modules or data would not fit the saved state), so such a change is refused and named.
+FIXED_ON_RESUME = ("model.", "distill.", "data.name", "data.options", "train.stage")
+# Initial-weight sources are overwritten by the resumed state; run identity keys are not settings.
+IGNORED_ON_RESUME = ("train.resume", "output_dir", "name", "model.checkpoint", "model.pretrained")
+
+
+class ResumeConfigError(ValueError):
+    """Resuming with settings that the saved state cannot follow; the message names each changed key."""
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict) or (prefix.endswith("options") and prefix):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def changed_settings(saved: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (saved value, new value)}`` for every setting that differs (run identity excluded)."""
+    a, b = _flatten(saved), _flatten(new)
+    missing = object()
+    changes = {}
+    for key in sorted(a.keys() | b.keys()):
+        if key.startswith(IGNORED_ON_RESUME) or key in IGNORED_ON_RESUME:
+            continue
+        old, value = a.get(key, missing), b.get(key, missing)
+        if old != value:
+            changes[key] = (None if old is missing else old, None if value is missing else value)
+    return changes
+
+
+def check_resume_config(saved: dict[str, Any], new: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Refuse to resume ``path`` when a setting in :data:`FIXED_ON_RESUME` changed; report the others."""
+    changes = changed_settings(saved, new) if saved else {}
+    fixed = {k: v for k, v in changes.items() if k.startswith(FIXED_ON_RESUME)}
+    listed = "; ".join(f"{k}: {old!r} -> {value!r}" for k, (old, value) in (fixed or changes).items())
+    if fixed:
+        raise ResumeConfigError(
+            f"cannot resume from {path}: these settings differ from the run's and would not fit its saved "
+            f"state: {listed}. Undo them, or train into a new output_dir=..."
+        )
+    if changes and is_main_process():
+        print(f"segkd train: resuming {path} with changed settings: {listed}")

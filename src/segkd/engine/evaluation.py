@@ -18,14 +18,9 @@ def load_student_weights(model: torch.nn.Module, path: str | Path, fmt: str = "a
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"eval.checkpoint not found: {path}")
-    # weights_only=False: segkd checkpoints also hold RNG states; only load files you trust.
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and "model" in state and fmt in ("auto", "segkd"):
-        model.load_state_dict(state["model"])
-        return
     from segkd.models import load_segmentor_checkpoint
 
-    load_segmentor_checkpoint(model, path, fmt=fmt)
+    load_segmentor_checkpoint(model, path, fmt=fmt)  # safe reader: segkd.checkpoint_io
 
 
 def evaluate(

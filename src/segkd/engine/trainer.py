@@ -26,20 +26,23 @@ from segkd.distributed import (
     local_rank,
     rank,
     setup_distributed,
+    sync_norm_buffers,
 )
 from segkd.engine import builder
 from segkd.engine.checkpoint import (
-    atomic_save,
+    check_resume_config,
     checkpoint_dir,
-    load_checkpoint,
-    resolve_resume,
+    load_resume_state,
     rng_state,
+    save_checkpoint,
     set_rng_state,
 )
 from segkd.engine.distiller import NonFiniteLossError, StepResult
 from segkd.engine.evaluator import run_evaluation, to_numpy_palette, write_eval_outputs
 from segkd.engine.logger import RunLogger
+from segkd.engine.rundir import RunDir
 from segkd.engine.seeding import seed_everything
+from segkd.engine.stop import GracefulStop, TrainingInterrupted
 from segkd.engine.summary import write_summary
 from segkd.models.outputs import SegOutput
 
@@ -50,18 +53,24 @@ def train(cfg: ExperimentConfig, data: builder.DataBundle | None = None) -> Path
     ``data``: prebuilt datasets (the demo shares one in-memory copy across its runs); default: from cfg.
     """
     device = setup_distributed(cfg.train.device)
-    run_dir = Path(cfg.output_dir)
+    run = RunDir(cfg.output_dir)
+    run.check_can_start(cfg.train.resume)
     if is_main_process():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
+        run.create()
     barrier()
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     if cfg.train.stage == "ka_autoencoder":
         from segkd.engine.ka_stage import train_ka_autoencoder
 
-        return train_ka_autoencoder(cfg, device, run_dir, data)
-    Trainer(cfg, device, run_dir, data).fit()
-    return run_dir
+        if is_main_process():
+            save_config(cfg, run.config)
+        return train_ka_autoencoder(cfg, device, run.root, data)
+    trainer = Trainer(cfg, device, run.root, data)  # every setting is checked before config.yaml is written
+    if is_main_process():
+        save_config(cfg, run.config)
+    barrier()
+    trainer.fit()
+    return run.root
 
 
 def _detached(out: SegOutput) -> SegOutput:
@@ -84,6 +93,7 @@ class Trainer:
         data: builder.DataBundle | None = None,
     ) -> None:
         self.cfg, self.device, self.run_dir = cfg, device, run_dir
+        seed_everything(cfg.train.seed, cfg.train.deterministic)  # the student's init depends on it
         self.data = data if data is not None else builder.build_data(cfg)
         self.meta = builder.run_meta(cfg, self.data)
         student = builder.build_student(cfg, self.data.num_classes)
@@ -112,10 +122,12 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ checkpoints
     def _peek_resume_iteration(self) -> int:
-        self.resume_path = resolve_resume(self.cfg.train.resume, self.cfg.output_dir)
-        if self.resume_path is None:
+        self.resume_path, self.resume_state = load_resume_state(
+            self.cfg.train.resume, self.cfg.output_dir, map_location=self.device
+        )
+        if self.resume_state is None:
             return 0
-        self.resume_state = load_checkpoint(self.resume_path, map_location=self.device)
+        check_resume_config(self.resume_state.get("config", {}), to_dict(self.cfg), self.resume_path)
         return int(self.resume_state["iteration"])
 
     def _resume(self) -> None:
@@ -142,8 +154,10 @@ class Trainer:
             print(f"segkd train: resumed from {self.resume_path} at iteration {self.iteration}")
         del self.resume_state
 
-    def state_dict(self) -> dict[str, Any]:
-        """The checkpoint dict (keys as in docs/ARCHITECTURE.md, plus scaler / best_miou / timing)."""
+    def state_dict(self, gather: bool = True) -> dict[str, Any]:
+        """The checkpoint dict (keys as in docs/ARCHITECTURE.md, plus scaler / best_miou / timing).
+
+        ``gather``: collect every rank's RNG state (a collective all ranks must join)."""
         rng = rng_state()
         return {
             "model": self.distiller.student.state_dict(),
@@ -157,17 +171,23 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "iteration": self.iteration,
             "rng": rng,
-            "rng_per_rank": _gather_objects(rng),
+            "rng_per_rank": _gather_objects(rng) if gather else [rng],
             "best_miou": self.best_miou,
             "train_time_s": self.train_time,
             "config": to_dict(self.cfg),
             "meta": self.meta,
         }
 
+    def sync_buffers(self) -> None:
+        """Give every rank rank 0's BatchNorm statistics (student and loss-owned modules); see
+        :func:`segkd.distributed.sync_norm_buffers`. Called before each validation and checkpoint."""
+        sync_norm_buffers(self.distiller.net)
+
     def save(self, name: str, state: dict[str, Any] | None = None) -> None:
+        self.sync_buffers()  # the checkpoint holds the statistics every rank validated with
         state = state if state is not None else self.state_dict()  # every rank joins the RNG gather
         if is_main_process():
-            atomic_save(state, checkpoint_dir(self.run_dir) / name)
+            save_checkpoint(state, checkpoint_dir(self.run_dir) / name, keep_previous=name == "latest.pt")
 
     # ------------------------------------------------------------------------------------- training
     def _autocast(self) -> Any:
@@ -242,6 +262,7 @@ class Trainer:
     # ----------------------------------------------------------------------------------- validation
     def validate(self, logger: RunLogger) -> float:
         """Validate the student; on a new best write best.pt and RUN_DIR/eval. Returns the mIoU."""
+        self.sync_buffers()  # else each rank would evaluate its shard with its own BN statistics
         student = self.distiller.student
         metrics, samples = run_evaluation(
             student,
@@ -277,26 +298,61 @@ class Trainer:
     def _due(self, interval: int) -> bool:
         return interval > 0 and self.iteration % interval == 0
 
-    def fit(self) -> None:
-        """Run from the current iteration to ``train.iters``, validating and checkpointing on schedule."""
+    def _iteration(self, logger: RunLogger) -> None:
+        """One training iteration, then the log, validation and checkpoint due after it."""
         cfg = self.cfg.train
-        logger = RunLogger(self.run_dir, cfg.iters, self.iteration)
+        tic = time.perf_counter()
+        logged = self.train_step()
+        self.train_time += time.perf_counter() - tic
+        logger.step({k: v for k, v in logged.items() if "/" not in k})
+        if self._due(cfg.log_interval) or self.iteration == cfg.iters:
+            logger.log(self.iteration, {"lr": self.scheduler.get_last_lr()[0], **logged})
+        validated = self._due(cfg.val_interval) or self.iteration == cfg.iters
+        if validated:
+            self._validate_keeping_weights(logger)
+            self.distiller.train()
+        if validated or self._due(cfg.ckpt_interval):
+            self.save("latest.pt")
+
+    def _validate_keeping_weights(self, logger: RunLogger) -> None:
+        """Validate; if validation fails (e.g. an unreadable val image), save latest.pt first, then raise.
+
+        The rescue save uses no collective (a failing rank cannot join one); under torchrun it is written
+        by rank 0 when rank 0 is the rank that failed.
+        """
+        try:
+            self.validate(logger)
+        except Exception as err:
+            if is_main_process():
+                save_checkpoint(
+                    self.state_dict(gather=False),
+                    checkpoint_dir(self.run_dir) / "latest.pt",
+                    keep_previous=True,
+                )
+            raise ValidationFailed(
+                f"validation at iteration {self.iteration} failed: {err}; the trained weights are saved in "
+                f"{checkpoint_dir(self.run_dir) / 'latest.pt'} (fix the data, then segkd eval it or resume)"
+            ) from err
+
+    def fit(self) -> None:
+        """Run from the current iteration to ``train.iters``, validating and checkpointing on schedule.
+
+        SIGINT/SIGTERM stop after the current iteration with a resumable ``latest.pt``
+        (:mod:`segkd.engine.stop`).
+        """
+        logger = RunLogger(self.run_dir, self.cfg.train.iters, self.iteration)
         self.distiller.train()
         try:
-            while self.iteration < cfg.iters:
-                tic = time.perf_counter()
-                logged = self.train_step()
-                self.train_time += time.perf_counter() - tic
-                logger.step({k: v for k, v in logged.items() if "/" not in k})
-                if self._due(cfg.log_interval) or self.iteration == cfg.iters:
-                    logger.log(self.iteration, {"lr": self.scheduler.get_last_lr()[0], **logged})
-                validated = self._due(cfg.val_interval) or self.iteration == cfg.iters
-                if validated:
-                    self.validate(logger)
-                    self.distiller.train()
-                if validated or self._due(cfg.ckpt_interval):
-                    self.save("latest.pt")
-        except NonFiniteLossError as err:
+            with GracefulStop() as stop:
+                while self.iteration < self.cfg.train.iters:
+                    self._iteration(logger)
+                    signum = stop.requested(self.device)
+                    if signum:
+                        self.save("latest.pt")
+                        raise TrainingInterrupted(
+                            signum, self.iteration, str(checkpoint_dir(self.run_dir) / "latest.pt")
+                        )
+        except (NonFiniteLossError, TrainingInterrupted, ValidationFailed) as err:
             logger.message(f"segkd train: {err}")
             raise
         finally:
@@ -311,6 +367,10 @@ class Trainer:
                 self.iteration,
             )
         barrier()
+
+
+class ValidationFailed(RuntimeError):
+    """Validation raised during training; the trained weights were saved before re-raising."""
 
 
 def _gather_objects(obj: Any) -> list[Any]:

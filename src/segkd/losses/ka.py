@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from segkd.checkpoint_io import read_checkpoint, write_checkpoint
 from segkd.losses.base import LOSSES, DistillBatch, DistillLoss, DistillSpec
 from segkd.losses.functional.common import align_to_larger
 from segkd.losses.functional.ka import autoencoder_loss, ka_adaptation_loss, ka_affinity_loss
@@ -69,7 +70,7 @@ def save_autoencoder(path: str | Path, ae: AutoEncoder, meta: dict[str, Any] | N
     """Write ``{"config", "state_dict", "meta"}`` to ``path`` (parent folders created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": ae.config, "state_dict": ae.state_dict(), "meta": dict(meta or {})}, path)
+    write_checkpoint({"config": ae.config, "state_dict": ae.state_dict(), "meta": dict(meta or {})}, path)
 
 
 def load_autoencoder(path: str | Path) -> tuple[AutoEncoder, dict[str, Any]]:
@@ -80,7 +81,7 @@ def load_autoencoder(path: str | Path) -> tuple[AutoEncoder, dict[str, Any]]:
             f"Knowledge Adaptation auto-encoder not found: {path} (train it first with "
             "train.stage=ka_autoencoder, which writes RUN_DIR/autoencoder.pt)"
         )
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    data = read_checkpoint(path)
     if not isinstance(data, dict) or "config" not in data or "state_dict" not in data:
         raise ValueError(f"{path}: not a segkd auto-encoder file (expected keys 'config' and 'state_dict')")
     ae = AutoEncoder(**data["config"])

@@ -31,8 +31,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from torch import Tensor, nn
+
+from segkd.checkpoint_io import read_checkpoint
 
 Format = Literal["auto", "segkd", "cirkd"]
 
@@ -61,18 +62,6 @@ _HEAD_RULES = [
 
 class CheckpointError(ValueError):
     """A checkpoint that does not fit the model; the message names the file and the offending keys."""
-
-
-def read_checkpoint(path: str | Path) -> Any:
-    """``torch.load`` on CPU; tries ``weights_only`` first (safe), then a full unpickle for segkd files
-    that also store RNG states (only load checkpoints you trust)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - non-tensor payloads (numpy RNG state) need the full unpickler
-        return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def cirkd_backbone_key(key: str) -> str:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from segkd.models.checkpoints import CheckpointError, _unwrap, cirkd_backbone_key, read_checkpoint
+from segkd.checkpoint_io import read_checkpoint
+from segkd.models.checkpoints import CheckpointError, _unwrap, cirkd_backbone_key
 
 _CLASSIFIER_PREFIXES = ("fc.", "classifier.", "conv_head.", "bn2.", "head.", "last_linear.")
 

@@ -1,0 +1,183 @@
+"""The one place where segkd reads and writes checkpoint files.
+
+Reading (:func:`read_checkpoint`): ``torch.load(weights_only=True)`` and nothing else, so a file from a
+user can hold tensors, numbers, strings, lists, tuples and dicts but can never run code; a file that needs
+more is refused with one line (:class:`UnsafeCheckpointError`). A file that is empty, truncated, not a
+PyTorch file, or whose stored checksum does not match its tensors is refused with one line naming it
+(:class:`CorruptCheckpointError`). Every reader in segkd (training resume, ``eval``, ``export``,
+``predict``, ``bench``, teachers, pretrained backbones, the KA auto-encoder) goes through this function.
+
+Writing (:func:`write_checkpoint`): the state gets a SHA-256 ``checksum`` over every value (tensor bytes,
+dtypes, shapes, keys and plain values), is serialised in memory, written to a temporary file in the same
+folder, fsynced and renamed over the target (atomic on POSIX), so a crash or a full disk mid-write never
+leaves a half-written checkpoint; with ``keep_previous`` the file it replaces stays as ``previous.pt``
+beside it (a hard link taken before the rename, so the target name always exists). A full disk raises
+:class:`DiskFullError` naming the file, with the earlier checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKSUM_KEY = "checksum"
+PREVIOUS_NAME = "previous.pt"
+
+
+class CheckpointReadError(ValueError):
+    """A checkpoint file that segkd refuses to read; the message names the file and the reason."""
+
+
+class UnsafeCheckpointError(CheckpointReadError):
+    """The file holds pickled objects other than tensors and plain containers (it could run code)."""
+
+
+class CorruptCheckpointError(CheckpointReadError):
+    """The file is empty, truncated, not a PyTorch file, or its checksum does not match its contents."""
+
+
+class DiskFullError(OSError):
+    """No space left while writing a checkpoint; the previous file at the target path is intact."""
+
+
+def _hash_value(digest: Any, value: Any) -> None:
+    """Feed ``value`` into ``digest`` canonically (type tags, keys in insertion order, tensor bytes)."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    elif isinstance(value, Mapping):
+        digest.update(f"D{len(value)}".encode())
+        for key, item in value.items():
+            digest.update(repr(key).encode())
+            _hash_value(digest, item)
+    elif isinstance(value, list | tuple):
+        digest.update(f"L{len(value)}".encode())
+        for item in value:
+            _hash_value(digest, item)
+    else:
+        digest.update(f"V{type(value).__name__}:{value!r}".encode())
+
+
+def state_checksum(state: Mapping[str, Any]) -> str:
+    """SHA-256 over every entry of ``state`` except the ``checksum`` entry itself."""
+    digest = hashlib.sha256()
+    _hash_value(digest, {k: v for k, v in state.items() if k != CHECKSUM_KEY})
+    return digest.hexdigest()
+
+
+def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
+    """Load ``path`` with ``weights_only=True``; verify the checksum when the file carries one.
+
+    Raises FileNotFoundError, :class:`UnsafeCheckpointError` or :class:`CorruptCheckpointError`, each with
+    one line naming the file. Files without a checksum (other tools' checkpoints) load unverified.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CorruptCheckpointError(f"{path}: the file is empty (an interrupted copy or write?)")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        blocked = re.search(r"GLOBAL:? ([\w.]+)", str(err))
+        if blocked:  # a pickled object that would run code or import a module on loading
+            raise UnsafeCheckpointError(
+                f"{path} contains objects that are not tensors; segkd never unpickles arbitrary objects "
+                f"(found {blocked.group(1)})"
+            ) from None
+        raise CorruptCheckpointError(f"{path}: not a readable PyTorch checkpoint ({_short(err)})") from None
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        raise CorruptCheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (truncated, damaged or another format: "
+            f"{_short(err)})"
+        ) from None
+    if isinstance(obj, dict) and CHECKSUM_KEY in obj:
+        expected = obj[CHECKSUM_KEY]
+        if not isinstance(expected, str) or state_checksum(obj) != expected:
+            raise CorruptCheckpointError(
+                f"{path}: checksum mismatch, the file was damaged after it was written"
+            )
+    return obj
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__
+
+
+def write_checkpoint(
+    state: dict[str, Any], path: str | os.PathLike[str], keep_previous: bool = False
+) -> Path:
+    """Add a checksum to ``state`` and write it atomically to ``path`` (see the module docstring).
+
+    ``keep_previous``: the file being replaced stays readable as ``previous.pt`` in the same folder.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {**state, CHECKSUM_KEY: state_checksum(state)}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # in memory first: a write error is then a plain OSError, not torch's
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with _open_for_write(fd) as handle:
+            handle.write(buffer.getbuffer())
+            handle.flush()
+            os.fsync(handle.fileno())
+        if keep_previous and path.is_file():
+            _link_previous(path)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(
+                err.errno,
+                f"no space left on the disk while writing {path}; the last good checkpoint there is "
+                "intact (free some space, then resume with train.resume=auto)",
+            ) from None
+        raise
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _open_for_write(fd: int) -> io.BufferedWriter:
+    """The file object checkpoints are written through (one seam for fault-injection tests)."""
+    return os.fdopen(fd, "wb")
+
+
+def _link_previous(path: Path) -> None:
+    """Make ``previous.pt`` (beside ``path``) the file currently at ``path`` (hard link, atomic rename)."""
+    previous = path.with_name(PREVIOUS_NAME)
+    staging = path.with_name(f".{PREVIOUS_NAME}.link")
+    staging.unlink(missing_ok=True)
+    try:
+        os.link(path, staging)
+    except OSError:  # file systems without hard links: copy instead
+        staging.write_bytes(path.read_bytes())
+    os.replace(staging, previous)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist a rename (best effort: not every platform can open a directory)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,100 @@
+"""A run directory: every path a training run writes, and the checks made before anything is written.
+
+Layout::
+
+    RUN_DIR/config.yaml            resolved config
+    RUN_DIR/checkpoints/latest.pt  resumable state (previous.pt: the one before it, kept by every save)
+    RUN_DIR/checkpoints/best.pt    best validation mIoU so far
+    RUN_DIR/eval/                  evaluation written by training
+    RUN_DIR/summary.json           what the run measured (for ``segkd report``)
+    RUN_DIR/log.jsonl, RUN_DIR/tb  training log, TensorBoard
+    RUN_DIR/autoencoder.pt         Knowledge Adaptation stage 1 output
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from segkd.checkpoint_io import PREVIOUS_NAME
+
+
+class RunDirError(ValueError):
+    """A run directory that training must not start in; the message names it and the ways out."""
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run (see the module docstring)."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def latest(self) -> Path:
+        return self.checkpoints / "latest.pt"
+
+    @property
+    def previous(self) -> Path:
+        return self.checkpoints / PREVIOUS_NAME
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log.jsonl"
+
+    @property
+    def autoencoder(self) -> Path:
+        return self.root / "autoencoder.pt"
+
+    def results(self) -> list[Path]:
+        """Files that show a run already trained here (checkpoints, summary, KA auto-encoder)."""
+        found = sorted(self.checkpoints.glob("*.pt")) if self.checkpoints.is_dir() else []
+        return found + [p for p in (self.summary, self.autoencoder) if p.is_file()]
+
+    def check_can_start(self, resume: str | None) -> None:
+        """Refuse to train a fresh run over an earlier one (only ``train.resume`` may continue it)."""
+        if resume not in (None, "", "none"):
+            return
+        found = self.results()
+        if found:
+            raise RunDirError(
+                f"{self.root} already holds a run ({found[0].relative_to(self.root)}); segkd never "
+                "overwrites one: continue it with train.resume=auto, or train into a new output_dir=..."
+            )
+
+    def create(self) -> None:
+        """Create the folders and prove they are writable before any work starts."""
+        try:
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            for folder in (self.root, self.checkpoints):
+                with tempfile.TemporaryFile(dir=folder):
+                    pass
+        except OSError as err:
+            raise RunDirError(
+                f"cannot write to the run directory {self.root}: {err.strerror or err}; "
+                "choose a writable output_dir=..."
+            ) from None
