@@ -36,3 +36,17 @@ def test_unregistered_method_is_reported_missing():
     fake = DemoMethod("nope", ({"name": "kd", "weight": 1.0}, {"name": "no_such_loss", "weight": 1.0}))
     assert missing_losses(fake) == ["no_such_loss"]
     assert {m.key for m in METHODS} == {"kd", "skd", "ka", "cirkd", "dist"}
+
+
+def test_demo_never_writes_over_an_earlier_demo(tmp_path: Path):
+    from segkd.engine.demo import unused_output_dir
+
+    out = tmp_path / "demo"
+    assert unused_output_dir(out) == out  # missing: used as is
+    out.mkdir()
+    assert unused_output_dir(out) == out  # empty: used as is
+    (out / "teacher").mkdir()
+    assert unused_output_dir(out) == tmp_path / "demo-2"
+    (tmp_path / "demo-2").mkdir()
+    (tmp_path / "demo-2" / "report.md").write_text("x")
+    assert unused_output_dir(out) == tmp_path / "demo-3"

@@ -214,6 +214,17 @@ def train_method(
     return run
 
 
+def unused_output_dir(out: Path) -> Path:
+    """``out``, or ``out-2``, ``out-3`` ... when ``out`` already holds an earlier demo (never overwritten)."""
+    candidate, n = out, 1
+    while candidate.is_dir() and any(candidate.iterdir()):
+        n += 1
+        candidate = out.with_name(f"{out.name}-{n}")
+    if candidate != out:
+        print(f"segkd demo: {out} holds an earlier demo (kept); writing to {candidate}")
+    return candidate
+
+
 def run_demo(
     output_dir: str | Path = "runs/demo", quick: bool = False, methods: list[str] | None = None
 ) -> dict[str, Any]:
@@ -221,7 +232,7 @@ def run_demo(
     from segkd.engine.demo_report import comparison_rows, print_table, write_demo_report
 
     budget = BUDGETS["quick" if quick else "default"]
-    out = Path(output_dir)
+    out = unused_output_dir(Path(output_dir))
     out.mkdir(parents=True, exist_ok=True)
     tic = time.perf_counter()
     data = demo_data(budget)
