@@ -286,3 +286,15 @@ def test_validation_error_keeps_the_trained_weights(tmp_path: Path, monkeypatch:
 def test_training_interrupted_message_names_resume():
     err = TrainingInterrupted(signal.SIGTERM, 7, "runs/x/checkpoints/latest.pt")
     assert err.exit_code == 143 and "SIGTERM" in str(err) and "iteration 7" in str(err)
+
+
+def test_one_reader_and_one_writer_for_checkpoint_files():
+    """Only segkd.checkpoint_io calls torch.load / torch.save (the weights_only policy lives in one place)."""
+    src = Path(__file__).parents[1] / "src" / "segkd"
+    calls = ("torch.load(", "torch.save(")
+    offenders = [
+        str(path.relative_to(src))
+        for path in src.rglob("*.py")
+        if path.name != "checkpoint_io.py" and any(call in path.read_text() for call in calls)
+    ]
+    assert offenders == []

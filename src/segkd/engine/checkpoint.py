@@ -29,7 +29,7 @@ from segkd.distributed import is_main_process
 def rng_state() -> dict[str, Any]:
     """Snapshot of the python, numpy, torch (CPU) and CUDA generators as tensors and plain lists.
 
-    Plain types only, so that checkpoints load with ``torch.load(weights_only=True)``.
+    Plain types only, so that checkpoints load with weights-only unpickling.
     """
     version, mt_state, gauss = random.getstate()
     key, keys, pos, has_gauss, cached = np.random.get_state()
