@@ -4,6 +4,7 @@ work). Each test checks the one-line message names the file or key, and that the
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import zipfile
@@ -215,13 +216,13 @@ def test_unwritable_output_dir_is_refused_before_training(
 
     # Tests run as root in CI, where chmod cannot make a folder read-only: the write probe is patched.
     monkeypatch.setattr(rundir.tempfile, "TemporaryFile", denied)
-    built = []
-    monkeypatch.setattr(Trainer, "__init__", lambda *a, **k: built.append(1))
+    steps = []
+    monkeypatch.setattr(Trainer, "train_step", lambda self: steps.append(1))
     argv = ["train", str(_empty_config(tmp_path)), *tiny_overrides(tmp_path / "ro", iters=2)]
     assert cli_main(argv) == 2
     err = capsys.readouterr().err
     assert f"cannot write to the run directory {tmp_path / 'ro'}: Permission denied" in err
-    assert not built and not (tmp_path / "ro" / "config.yaml").exists()
+    assert not steps and not (tmp_path / "ro" / "config.yaml").exists()
 
 
 def test_training_into_an_existing_run_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture):
@@ -234,14 +235,30 @@ def test_training_into_an_existing_run_is_refused(tmp_path: Path, capsys: pytest
     assert {p: p.read_bytes() for p in before} == before
 
 
-def test_resume_with_changed_model_names_the_keys(tmp_path: Path, capsys: pytest.CaptureFixture):
+def test_resume_with_changed_model_names_the_keys(tmp_path: Path):
     run = train(tiny_config(tmp_path / "run", iters=2))
-    latest = (run / "checkpoints" / "latest.pt").read_bytes()
+    kept = {p: p.read_bytes() for p in (run / "checkpoints" / "latest.pt", run / "config.yaml")}
     with pytest.raises(ResumeConfigError) as info:
-        train(tiny_config(run, iters=3, train__resume="auto", model__name="test_tiny_teacher"))
+        train(tiny_config(run, iters=3, train__resume="auto", model__name="test_tiny_teacher", optim__lr=0.1))
     message = str(info.value)
     assert "model.name: 'test_tiny_student' -> 'test_tiny_teacher'" in message and "\n" not in message
-    assert (run / "checkpoints" / "latest.pt").read_bytes() == latest
+    assert "optim.lr: 0.01 -> 0.1" in message  # restored from the optimizer state: would not take effect
+    assert {p: p.read_bytes() for p in kept} == kept
+
+
+def test_resume_records_the_settings_it_applies(tmp_path: Path):
+    run = train(tiny_config(tmp_path / "run", iters=2))
+    train(tiny_config(run, iters=3, train__resume="auto", train__log_interval=5))
+    change = {"train.iters": [2, 3], "train.log_interval": [1, 5]}
+    events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert {"iter": 2, "event": "resume", "changed": change} in events
+    assert json.loads((run / "summary.json").read_text())["config_changes"] == [
+        {"iteration": 2, "changes": change}
+    ]
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["config_changes"] == [
+        {"iteration": 2, "changes": change}
+    ]
+    assert "iters: 3" in (run / "config.yaml").read_text()  # the config now in effect
 
 
 # ------------------------------------------------------------------------------------- stopping early

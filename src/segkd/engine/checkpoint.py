@@ -23,7 +23,6 @@ from segkd.checkpoint_io import (
     read_checkpoint,
     write_checkpoint,
 )
-from segkd.distributed import is_main_process
 
 
 def rng_state() -> dict[str, Any]:
@@ -132,9 +131,20 @@ def load_resume_state(
         return previous, state
 
 
-# Settings a checkpoint's state depends on: resuming with another value cannot take effect (the weights,
-# loss modules or data would not fit the saved state), so such a change is refused and named.
-FIXED_ON_RESUME = ("model.", "distill.", "data.name", "data.options", "train.stage")
+# Settings a resumed run can take up from the iteration it resumes at. Any other changed setting could not
+# take effect (the saved model, optimizer, schedule, data stream or loss modules would not follow it), so
+# it is refused and named rather than silently ignored.
+APPLIED_ON_RESUME = (
+    "train.iters",
+    "train.val_interval",
+    "train.log_interval",
+    "train.ckpt_interval",
+    "train.device",
+    "data.root",
+    "data.workers",
+    "data.val_batch_size",
+    "eval.",
+)
 # Initial-weight sources are overwritten by the resumed state; run identity keys are not settings.
 IGNORED_ON_RESUME = ("train.resume", "output_dir", "name", "model.checkpoint", "model.pretrained")
 
@@ -144,7 +154,7 @@ class ResumeConfigError(ValueError):
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict) or (prefix.endswith("options") and prefix):
+    if not isinstance(tree, dict) or prefix.endswith("options"):
         return {prefix: tree}
     out: dict[str, Any] = {}
     for key, value in tree.items():
@@ -152,29 +162,32 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def changed_settings(saved: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """``{dotted key: (saved value, new value)}`` for every setting that differs (run identity excluded)."""
+def changed_settings(saved: dict[str, Any], new: dict[str, Any]) -> dict[str, list[Any]]:
+    """``{dotted key: [saved value, new value]}`` for every setting that differs (run identity excluded)."""
     a, b = _flatten(saved), _flatten(new)
-    missing = object()
     changes = {}
     for key in sorted(a.keys() | b.keys()):
-        if key.startswith(IGNORED_ON_RESUME) or key in IGNORED_ON_RESUME:
+        if key in IGNORED_ON_RESUME:
             continue
-        old, value = a.get(key, missing), b.get(key, missing)
-        if old != value:
-            changes[key] = (None if old is missing else old, None if value is missing else value)
+        if a.get(key) != b.get(key):
+            changes[key] = [a.get(key), b.get(key)]
     return changes
 
 
-def check_resume_config(saved: dict[str, Any], new: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Refuse to resume ``path`` when a setting in :data:`FIXED_ON_RESUME` changed; report the others."""
+def check_resume_config(
+    saved: dict[str, Any], new: dict[str, Any], path: str | os.PathLike[str]
+) -> dict[str, list[Any]]:
+    """The settings changed since ``path`` was written, all of them in :data:`APPLIED_ON_RESUME`.
+
+    Raises :class:`ResumeConfigError` naming every changed setting that cannot take effect on resume.
+    """
     changes = changed_settings(saved, new) if saved else {}
-    fixed = {k: v for k, v in changes.items() if k.startswith(FIXED_ON_RESUME)}
-    listed = "; ".join(f"{k}: {old!r} -> {value!r}" for k, (old, value) in (fixed or changes).items())
-    if fixed:
+    refused = {k: v for k, v in changes.items() if not k.startswith(APPLIED_ON_RESUME)}
+    if refused:
+        listed = "; ".join(f"{k}: {old!r} -> {value!r}" for k, (old, value) in refused.items())
         raise ResumeConfigError(
-            f"cannot resume from {path}: these settings differ from the run's and would not fit its saved "
-            f"state: {listed}. Undo them, or train into a new output_dir=..."
+            f"cannot resume from {path}: these settings differ from the run's and cannot take effect on "
+            f"resume: {listed}. Undo them, or train into a new output_dir=... (settings that can change on "
+            f"resume: {', '.join(APPLIED_ON_RESUME)})"
         )
-    if changes and is_main_process():
-        print(f"segkd train: resuming {path} with changed settings: {listed}")
+    return changes

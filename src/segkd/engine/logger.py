@@ -48,6 +48,13 @@ class RunLogger:
         for key, value in scalars.items():
             self.writer.add_scalar(f"{prefix}/{key}", value, iteration)
 
+    def event(self, iteration: int, name: str, data: dict[str, Any]) -> None:
+        """Append ``{"iter": iteration, "event": name, **data}`` to log.jsonl (no TensorBoard scalar)."""
+        if not self.enabled:
+            return
+        self.jsonl.write(json.dumps({"iter": iteration, "event": name, **data}) + "\n")
+        self.jsonl.flush()
+
     def message(self, text: str) -> None:
         """Print a line without breaking the progress bar."""
         if not is_main_process():

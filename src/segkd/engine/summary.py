@@ -50,9 +50,11 @@ def write_summary(
     train_time_s: float,
     iters: int,
     method: str | None = None,
+    config_changes: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write and return ``{"name", "model", "method", "params", "macs", "latency_ms", "miou",
-    "train_time_s", "iters"}``."""
+    "train_time_s", "iters"}``, plus ``config_changes`` (``[{"iteration", "changes"}]``) when the run was
+    resumed with changed settings."""
     stats = profile(model, cfg)
     summary = {
         "name": cfg.name,
@@ -66,5 +68,7 @@ def write_summary(
         "iters": iters,
         **stats,
     }
+    if config_changes:
+        summary["config_changes"] = config_changes
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

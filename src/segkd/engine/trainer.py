@@ -55,22 +55,25 @@ def train(cfg: ExperimentConfig, data: builder.DataBundle | None = None) -> Path
     device = setup_distributed(cfg.train.device)
     run = RunDir(cfg.output_dir)
     run.check_can_start(cfg.train.resume)
-    if is_main_process():
-        run.create()
-    barrier()
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     if cfg.train.stage == "ka_autoencoder":
         from segkd.engine.ka_stage import train_ka_autoencoder
 
-        if is_main_process():
-            save_config(cfg, run.config)
+        _start_run(run, cfg)
         return train_ka_autoencoder(cfg, device, run.root, data)
-    trainer = Trainer(cfg, device, run.root, data)  # every setting is checked before config.yaml is written
-    if is_main_process():
-        save_config(cfg, run.config)
+    trainer = Trainer(cfg, device, run.root, data)  # every setting is checked before anything is written
+    if trainer.resume_path is None or trainer.config_changes:
+        _start_run(run, cfg)  # a resumed run's config.yaml changes only with the settings it applies
     barrier()
     trainer.fit()
     return run.root
+
+
+def _start_run(run: RunDir, cfg: ExperimentConfig) -> None:
+    """Create the run's folders (proving they are writable) and write its resolved config (rank 0)."""
+    if is_main_process():
+        run.create()
+        save_config(cfg, run.config)
 
 
 def _detached(out: SegOutput) -> SegOutput:
@@ -125,9 +128,12 @@ class Trainer:
         self.resume_path, self.resume_state = load_resume_state(
             self.cfg.train.resume, self.cfg.output_dir, map_location=self.device
         )
+        self.config_changes: dict[str, list[Any]] = {}
+        self.change_log: list[dict[str, Any]] = []
         if self.resume_state is None:
             return 0
-        check_resume_config(self.resume_state.get("config", {}), to_dict(self.cfg), self.resume_path)
+        saved = self.resume_state.get("config", {})
+        self.config_changes = check_resume_config(saved, to_dict(self.cfg), self.resume_path)
         return int(self.resume_state["iteration"])
 
     def _resume(self) -> None:
@@ -148,10 +154,15 @@ class Trainer:
         self.iteration = int(state["iteration"])
         self.best_miou = float(state.get("best_miou", -1.0))
         self.train_time = float(state.get("train_time_s", 0.0))
+        self.change_log = list(state.get("config_changes", []))
+        if self.config_changes:
+            self.change_log.append({"iteration": self.iteration, "changes": self.config_changes})
         rngs = state.get("rng_per_rank") or [state["rng"]]
         set_rng_state(rngs[rank()] if rank() < len(rngs) else state["rng"])
         if is_main_process():
             print(f"segkd train: resumed from {self.resume_path} at iteration {self.iteration}")
+            for key, (old, new) in self.config_changes.items():
+                print(f"segkd train: from iteration {self.iteration}: {key} {old!r} -> {new!r}")
         del self.resume_state
 
     def state_dict(self, gather: bool = True) -> dict[str, Any]:
@@ -175,6 +186,7 @@ class Trainer:
             "best_miou": self.best_miou,
             "train_time_s": self.train_time,
             "config": to_dict(self.cfg),
+            "config_changes": self.change_log,
             "meta": self.meta,
         }
 
@@ -341,6 +353,8 @@ class Trainer:
         (:mod:`segkd.engine.stop`).
         """
         logger = RunLogger(self.run_dir, self.cfg.train.iters, self.iteration)
+        if self.config_changes:
+            logger.event(self.iteration, "resume", {"changed": self.config_changes})
         self.distiller.train()
         try:
             with GracefulStop() as stop:
@@ -365,6 +379,7 @@ class Trainer:
                 self.best_miou,
                 self.train_time,
                 self.iteration,
+                config_changes=self.change_log,
             )
         barrier()
 
