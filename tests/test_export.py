@@ -90,3 +90,15 @@ def test_export_cli_errors_cleanly_on_missing_checkpoint(tmp_path, capsys):
 
     assert main(["export", str(tmp_path / "none.pt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_failed_parity_never_leaves_the_final_file(tmp_path):
+    ckpt, _ = make_checkpoint(tmp_path / "student.pt")
+    target = tmp_path / "student.onnx"
+    target.write_bytes(b"earlier export")  # an earlier good export stays as it was
+    with pytest.raises(ParityError, match="student.failed-parity.onnx") as info:
+        export_student(ckpt, path=target, fmt="onnx", atol=-1.0)  # no graph can pass a negative tolerance
+    assert "was not written" in str(info.value)
+    assert target.read_bytes() == b"earlier export"
+    assert (tmp_path / "student.failed-parity.onnx").is_file()
+    assert not list(tmp_path.glob(".*exporting*"))

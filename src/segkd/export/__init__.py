@@ -40,24 +40,32 @@ def export_model(model: torch.nn.Module, meta: ModelMeta, path: str | Path, fmt:
     graph = InferenceGraph(model).cpu().eval()
     meta.input_size, meta.dynamic = [int(size[0]), int(size[1])], bool(dynamic)
     example = torch.zeros(1, 3, *size)
+    final = Path(path)
+    # Written under a temporary name; it takes the final name only once parity passes, so a graph that
+    # failed the check is never picked up by ``segkd predict`` (it is kept as *.failed-parity.* to inspect).
+    staging = final.with_name(f".{final.stem}.exporting{final.suffix}")
     if fmt == "onnx":
         from segkd.export.onnx_export import export_onnx
 
-        path, exporter = export_onnx(graph, example, path, meta, dynamic)
-        exported = onnx_runner(onnx_session(path))
+        _, exporter = export_onnx(graph, example, staging, meta, dynamic)
+        exported = onnx_runner(onnx_session(staging))
     elif fmt == "torchscript":
         from segkd.export.torchscript_export import export_torchscript, load_torchscript
 
-        path, exporter = export_torchscript(graph, example, path, meta), "jit.trace"
-        exported = torch_runner(load_torchscript(path)[0])
+        exporter = "jit.trace"
+        export_torchscript(graph, example, staging, meta)
+        exported = torch_runner(load_torchscript(staging)[0])
     else:
         raise ValueError(f"unknown export format '{fmt}'; valid: onnx, torchscript")
     try:
         report = compare(torch_runner(graph), exported, parity_inputs(tuple(size), dynamic))
-    except ParityError as err:
-        raise ParityError(f"{path}: {err}") from err
-    check(report, atol, min_agreement, str(path))
-    return ExportResult(Path(path), fmt, exporter, report)
+        check(report, atol, min_agreement, str(final))
+    except Exception as err:
+        failed = final.with_name(f"{final.stem}.failed-parity{final.suffix}")
+        staging.replace(failed)
+        raise ParityError(f"{err} (the exported file is kept as {failed}; {final} was not written)") from err
+    staging.replace(final)
+    return ExportResult(final, fmt, exporter, report)
 
 
 def export_student(checkpoint: str | Path, path: str | Path | None = None, fmt: str = "onnx",
