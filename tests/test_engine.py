@@ -154,8 +154,21 @@ def test_eval_cli_accepts_bare_checkpoint(tmp_path: Path):
         ]
     )
     assert code == 0
-    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    metrics = json.loads((out / "evals" / "latest_slide" / "metrics.json").read_text())
     assert metrics["mode"] == "slide" and metrics["checkpoint"].endswith("latest.pt")
+
+
+def test_eval_never_replaces_training_evaluation_or_an_earlier_eval(tmp_path: Path):
+    run = train(tiny_config(tmp_path / "run", iters=1))
+    kept = {p: p.read_bytes() for p in [run / "summary.json", *sorted((run / "eval").iterdir())]}
+    base = ["eval", str(run / "config.yaml"), f"checkpoint={run / 'checkpoints' / 'best.pt'}"]
+    assert cli_main([*base, "eval.mode=multiscale", "eval.scales=[0.5,1.0]", "eval.flip=true"]) == 0
+    assert cli_main([*base, "eval.mode=multiscale", "eval.scales=[0.5,1.0]", "eval.flip=true"]) == 0
+    assert cli_main(base) == 0
+    evals = sorted(p.name for p in (run / "evals").iterdir())
+    assert evals == ["best_multiscale_0.5-1_flip", "best_multiscale_0.5-1_flip-2", "best_whole"]
+    assert json.loads((run / "evals" / "best_whole" / "metrics.json").read_text())["mode"] == "whole"
+    assert {p: p.read_bytes() for p in kept} == kept
 
 
 def test_distilled_resume_restores_discriminator_queues_and_projector(

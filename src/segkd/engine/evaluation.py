@@ -1,4 +1,6 @@
-"""``segkd eval``: evaluate a checkpoint on the validation split and write RUN_DIR/eval."""
+"""``segkd eval``: evaluate a checkpoint on the validation split and write ``RUN_DIR/evals/<settings>/``.
+
+Training's own evaluation (``RUN_DIR/eval``) and the run's ``summary.json`` are never touched."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from segkd.config_schema import ExperimentConfig
 from segkd.distributed import is_main_process, setup_distributed
 from segkd.engine import builder
 from segkd.engine.evaluator import format_table, run_evaluation, to_numpy_palette, write_eval_outputs
+from segkd.engine.rundir import RunDir
 
 
 def load_student_weights(model: torch.nn.Module, path: str | Path, fmt: str = "auto") -> None:
@@ -47,7 +50,10 @@ def evaluate(
         keep=cfg.eval.num_visualize,
     )
     metrics["checkpoint"] = str(checkpoint)
-    out = Path(out_dir) if out_dir is not None else Path(cfg.output_dir) / "eval"
+    ev = cfg.eval
+    out = Path(out_dir) if out_dir is not None else RunDir(cfg.output_dir).evaluation(
+        checkpoint, ev.mode, list(ev.scales), ev.flip
+    )
     write_eval_outputs(
         metrics, samples, out, to_numpy_palette(data.palette), cfg.data.mean, cfg.data.std, data.ignore_index
     )

@@ -6,6 +6,7 @@ Layout::
     RUN_DIR/checkpoints/latest.pt  resumable state (previous.pt: the one before it, kept by every save)
     RUN_DIR/checkpoints/best.pt    best validation mIoU so far
     RUN_DIR/eval/                  evaluation written by training
+    RUN_DIR/evals/<settings>/      each later ``segkd eval``, named by checkpoint, mode, scales and flip
     RUN_DIR/summary.json           what the run measured (for ``segkd report``)
     RUN_DIR/log.jsonl, RUN_DIR/tb  training log, TensorBoard
     RUN_DIR/autoencoder.pt         Knowledge Adaptation stage 1 output
@@ -69,6 +70,22 @@ class RunDir:
     @property
     def autoencoder(self) -> Path:
         return self.root / "autoencoder.pt"
+
+    def evaluation(
+        self, checkpoint: str | os.PathLike[str], mode: str, scales: list[float], flip: bool
+    ) -> Path:
+        """A new folder for one ``segkd eval`` of ``checkpoint``, named by its settings; a folder that
+        already exists (an earlier evaluation) is never reused: ``-2``, ``-3`` ... are appended."""
+        name = f"{Path(checkpoint).stem}_{mode}"
+        if mode == "multiscale":
+            name += "_" + "-".join(f"{s:g}" for s in scales)
+        if flip:
+            name += "_flip"
+        folder, n = self.root / "evals" / name, 1
+        while folder.exists():
+            n += 1
+            folder = self.root / "evals" / f"{name}-{n}"
+        return folder
 
     def results(self) -> list[Path]:
         """Files that show a run already trained here (checkpoints, summary, KA auto-encoder)."""
