@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -69,3 +70,19 @@ def test_measure_peak_is_repeatable_and_leaves_a_fast_allocator():
     if first is None:
         pytest.skip("no /proc/self/clear_refs on this system")
     assert 12 < first < 64 and 12 < second < 64
+
+
+def test_bench_outputs_are_named_by_what_was_measured_and_never_replaced(tmp_path, monkeypatch):
+    from segkd.commands.bench import output_path
+
+    monkeypatch.chdir(tmp_path)
+    first = output_path("loss", ["skd_pairwise", "2x32x64", "8x64x128"])
+    assert first == Path("bench_loss_skd_pairwise_2x32x64_8x64x128.json")
+    first.write_text("{}")
+    assert output_path("loss", ["skd_pairwise", "2x32x64", "8x64x128"]).name == (
+        "bench_loss_skd_pairwise_2x32x64_8x64x128-2.json"
+    )
+    infer = output_path("infer", ["demo_student", "96x96", "b1"])
+    assert infer.name == "bench_infer_demo_student_96x96_b1.json"
+    (tmp_path / "mine.json").write_text("{}")
+    assert output_path("infer", ["x"], "mine.json") == Path("mine-2.json")

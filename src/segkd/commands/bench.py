@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from segkd.commands.export import parse_size
@@ -54,13 +55,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     infer.set_defaults(func=run_infer)
 
     for p in (distill, loss, infer):
-        p.add_argument("--json", default=None, help="write results here (default: bench_<what>.json)")
+        p.add_argument("--out", "--json", dest="json", default=None,
+                       help="write results here (default: bench_<what>_<subject>.json, numbered when taken)")
         p.add_argument("--debug", action="store_true", help="show full tracebacks")
 
 
-def _write(args: argparse.Namespace, result: dict, table: str) -> int:
+def output_path(what: str, subject: list[str], explicit: str | None = None) -> Path:
+    """``--out`` as given, else ``bench_<what>_<subject>.json`` named by what was measured; an existing
+    file is never replaced (``-2``, ``-3`` ... are appended)."""
+    if explicit:
+        path = Path(explicit)
+    else:
+        slug = re.sub(r"[^A-Za-z0-9_.+-]+", "-", "_".join(subject)).strip("-")[:80]
+        path = Path(f"bench_{what}_{slug}.json")
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
+def _write(args: argparse.Namespace, result: dict, table: str, subject: list[str]) -> int:
     print(table)
-    path = Path(args.json or f"bench_{args.bench}.json")
+    path = output_path(args.bench, subject, args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {path}")
@@ -72,7 +89,8 @@ def run_infer(args: argparse.Namespace) -> int:
 
     result = bench_infer(args.model, args.size, args.num_classes, args.batch, args.iters, args.warmup,
                          args.device, not args.no_compile, args.threads)
-    return _write(args, result, infer_table(result))
+    size = f"{args.size[0]}x{args.size[1]}"
+    return _write(args, result, infer_table(result), [Path(args.model).name, size, f"b{args.batch}"])
 
 
 def run_loss(args: argparse.Namespace) -> int:
@@ -80,7 +98,8 @@ def run_loss(args: argparse.Namespace) -> int:
 
     result = bench_loss(args.name, args.sizes, tuple(args.channels), args.num_classes, args.iters,
                         naive=not args.no_naive)
-    return _write(args, result, loss_table(result))
+    sizes = ["x".join(map(str, size)) for size in args.sizes]
+    return _write(args, result, loss_table(result), [args.name, *sizes])
 
 
 def run_distill(args: argparse.Namespace) -> int:
@@ -89,4 +108,5 @@ def run_distill(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     result = bench_distill(cfg, args.methods, args.iters, args.warmup)
-    return _write(args, result, distill_table(result))
+    subject = [Path(args.config).stem if args.config else "default", *(args.methods or ["all"])]
+    return _write(args, result, distill_table(result), subject)
