@@ -45,8 +45,21 @@ def test_report_without_baseline_and_missing_run(runs, tmp_path):
     text = make_report([kd], tmp_path / "solo", qualitative=False).read_text()
     assert "| kd | test_tiny_student | kd |" in text and "n/a" in text
     assert not (tmp_path / "solo" / "class_gain.png").exists()
-    with pytest.raises(FileNotFoundError, match="summary.json"):
+    with pytest.raises(ValueError, match="none of the 1 paths is a finished run .*nothing: no summary.json"):
         make_report([tmp_path / "nothing"], tmp_path / "x")
+
+
+def test_report_skips_what_is_not_a_run(runs, tmp_path, capsys):
+    base, kd = runs
+    stray = tmp_path / "notes.txt"
+    stray.write_text("not a run")
+    earlier_report = tmp_path / "report"
+    earlier_report.mkdir()
+    report = make_report([base, stray, earlier_report, kd], tmp_path / "rep2", qualitative=False)
+    text = report.read_text()
+    assert "| base |" in text and "| kd |" in text
+    assert f"skipped {stray}: no summary.json" in text and f"skipped {earlier_report}: no summary.json" in text
+    assert f"skipping {stray}" in capsys.readouterr().out
 
 
 def test_report_cli(runs, tmp_path, capsys):

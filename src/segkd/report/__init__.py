@@ -22,7 +22,9 @@ def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, num_images:
 
     if not run_dirs:
         raise ValueError("segkd report: give at least one run directory")
-    runs = [load_run(p) for p in run_dirs]
+    runs, skipped = _load_runs(run_dirs)
+    if not runs:
+        raise ValueError(f"segkd report: none of the {len(run_dirs)} paths is a finished run ({skipped[0]})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table.write_csv(runs, out / "runs.csv")
@@ -30,10 +32,24 @@ def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, num_images:
         "Accuracy vs cost": plots.plot_tradeoff(runs, out / "tradeoff.png"),
         "Per-class IoU gain over the baseline": plots.plot_class_gains(runs, out / "class_gain.png"),
     }
-    notes: list[str] = []
+    notes = [f"skipped {note}" for note in skipped]
     if qualitative:
-        figures["Same validation images, every run"], notes = _qualitative(runs, out, num_images)
+        figures["Same validation images, every run"], grid_notes = _qualitative(runs, out, num_images)
+        notes += grid_notes
     return _write_markdown(runs, figures, notes, out / "report.md")
+
+
+def _load_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[str]]:
+    """The finished runs among ``paths`` and one note per path that is not one (printed as it is met),
+    so that a shell glob such as ``runs/demo/*`` may include files and the report folder itself."""
+    runs, skipped = [], []
+    for path in paths:
+        try:
+            runs.append(load_run(path))
+        except (FileNotFoundError, ValueError) as err:
+            skipped.append(str(err))
+            print(f"segkd report: skipping {err}")
+    return runs, skipped
 
 
 def _qualitative(runs: list[Run], out: Path, num_images: int) -> tuple[Path | None, list[str]]:
