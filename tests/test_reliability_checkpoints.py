@@ -315,3 +315,23 @@ def test_one_reader_and_one_writer_for_checkpoint_files():
         if path.name != "checkpoint_io.py" and any(call in path.read_text() for call in calls)
     ]
     assert offenders == []
+
+
+def test_a_run_that_fails_to_build_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture):
+    config = _empty_config(tmp_path)
+    bad_option = "distill.losses=[{name: kd, options: {tempp: 2}}]"
+    teacher = "distill.teacher={name: test_tiny_teacher}"
+    # A new run directory: not even created.
+    argv = ["train", str(config), *tiny_overrides(tmp_path / "new", iters=2), teacher, bad_option]
+    assert cli_main(argv) == 2
+    assert "tempp" in capsys.readouterr().err and not (tmp_path / "new").exists()
+    # A finished run resumed with a misspelt option: its config.yaml and checkpoints stay as they were.
+    run = train(tiny_config(tmp_path / "run", iters=2))
+    kept = {p: p.read_bytes() for p in [run / "config.yaml", *sorted((run / "checkpoints").iterdir())]}
+    argv = ["train", str(config), *tiny_overrides(run, iters=3), "train.resume=auto", "optim.lrr=1"]
+    assert cli_main(argv) == 2
+    assert "optim.lrr" in capsys.readouterr().err
+    argv = ["train", str(config), *tiny_overrides(run, iters=3), "train.resume=auto", teacher, bad_option]
+    assert cli_main(argv) == 2
+    assert "tempp" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in kept} == kept
