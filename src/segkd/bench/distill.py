@@ -29,7 +29,7 @@ from segkd.config_schema import ExperimentConfig
 def method_bundles() -> dict[str, list[dict]]:
     """Named methods as lists of loss terms ``{"name", "options"}``: the ``segkd demo`` recipes (one source
     of truth, options included) plus the single-term methods the demo does not train (IFVD, CWD)."""
-    from segkd.engine.demo import METHODS
+    from segkd.demo.pipeline import METHODS
 
     bundles = {m.key: [{"name": t["name"], "options": dict(t.get("options", {}))} for t in m.losses]
                for m in METHODS}

@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segkd.engine.demo import METHODS, run_demo
+    from segkd.demo.pipeline import METHODS, run_demo
 
     known = [m.key for m in METHODS]
     unknown = [m for m in args.methods or [] if m not in known]

@@ -18,8 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from segkd.data.catalog import voc_palette
-
-IGNORE_INDEX = 255
+from segkd.labels import IGNORE_INDEX
 
 # A transform maps (image uint8 HxWx3, label int64 HxW) to (image FloatTensor 3xHxW, label LongTensor HxW).
 Transform = Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]]
@@ -31,7 +30,7 @@ class DatasetError(ValueError):
 
 def default_transform(image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Full-size evaluation transform with ImageNet mean/std, used when a dataset is built without one."""
-    from segkd.data.transforms import EvalTransform  # local: transforms import this module
+    from segkd.data.transforms import EvalTransform  # transforms build on this module's types
 
     return EvalTransform()(image, label)
 

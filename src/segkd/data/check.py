@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from segkd.data.base import DatasetError, SegDataset
 from segkd.data.registry import DATASETS
+from segkd.labels import IGNORE_INDEX
 
 BAR_WIDTH = 40
 
@@ -37,7 +38,7 @@ class CheckReport:
     def add_sample(self, label: np.ndarray) -> None:
         """Count one good sample's label pixels (ignore goes into the last bin) and size."""
         k = len(self.class_names)
-        clipped = np.where(label == 255, k, label)
+        clipped = np.where(label == IGNORE_INDEX, k, label)
         self.pixel_counts += np.bincount(clipped.ravel(), minlength=k + 1)[: k + 1]
         size = tuple(int(s) for s in label.shape)
         self.min_size = size if self.min_size is None else tuple(map(min, self.min_size, size))  # type: ignore[assignment]

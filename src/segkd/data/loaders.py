@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
 from segkd.config_schema import DataConfig
-from segkd.data.base import IGNORE_INDEX
+from segkd.labels import IGNORE_INDEX
 
 
 def dist_info() -> tuple[int, int]:

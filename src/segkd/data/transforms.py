@@ -21,7 +21,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
 from segkd.config_schema import DataConfig
-from segkd.data.base import IGNORE_INDEX
+from segkd.labels import IGNORE_INDEX
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -1,7 +1,7 @@
-"""Training loop, distiller, checkpointing, evaluation, metrics and the built-in demo.
+"""Training loop, distiller, checkpointing, evaluation and metrics.
 
 ``train(cfg) -> Path`` (run directory) and ``evaluate(cfg, checkpoint) -> dict`` are the entry points
-used by the ``segkd train`` / ``segkd eval`` / ``segkd demo`` commands.
+used by the ``segkd train`` / ``segkd eval`` commands and by the demo (:mod:`segkd.demo`).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from torch import nn
 from segkd.config_schema import ExperimentConfig, OptimConfig
 from segkd.engine.distiller import Distiller, distill_spec, term_names
 from segkd.engine.schedule import build_poly_scheduler
+from segkd.labels import IGNORE_INDEX
 
 
 @dataclass
@@ -94,7 +95,7 @@ def build_distiller(
     student: nn.Module,
     teacher: nn.Module | None,
     num_classes: int,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> Distiller:
     """Distiller with every configured loss term built by name from the ``LOSSES`` registry."""
     from segkd.losses import build_loss

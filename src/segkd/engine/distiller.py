@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segkd.labels import IGNORE_INDEX
 from segkd.losses.base import DistillBatch, DistillLoss, DistillSpec
 from segkd.models.outputs import SegOutput
 
@@ -41,7 +42,7 @@ class NonFiniteLossError(RuntimeError):
         self.iteration = iteration
 
 
-def upsampled_ce(logits: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
+def upsampled_ce(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """Cross-entropy of (N, K, h, w) logits bilinearly upsampled to the (N, H, W) labels."""
     if logits.shape[-2:] != labels.shape[-2:]:
         logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
@@ -105,7 +106,7 @@ class Distiller(nn.Module):
         losses: dict[str, DistillLoss],
         weights: dict[str, float],
         aux_weight: float = 0.4,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
     ) -> None:
         super().__init__()
         if losses and teacher is None:
@@ -172,7 +173,7 @@ class Distiller(nn.Module):
 
 
 def distill_spec(
-    student: nn.Module, teacher: nn.Module, num_classes: int, ignore_index: int = 255
+    student: nn.Module, teacher: nn.Module, num_classes: int, ignore_index: int = IGNORE_INDEX
 ) -> DistillSpec:
     """Shapes the losses need, read from the two segmentors' attributes."""
     return DistillSpec(

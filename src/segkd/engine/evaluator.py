@@ -20,6 +20,7 @@ from segkd.config_schema import EvalConfig
 from segkd.distributed import is_main_process
 from segkd.engine.inference import predict_logits
 from segkd.engine.metrics import SegMetric
+from segkd.labels import IGNORE_INDEX
 
 
 def run_evaluation(
@@ -29,7 +30,7 @@ def run_evaluation(
     num_classes: int,
     device: torch.device,
     class_names: list[str] | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     keep: int = 0,
     reduce: bool = True,
 ) -> tuple[dict[str, Any], list[dict[str, np.ndarray]]]:
@@ -82,7 +83,7 @@ def format_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def colorize(label: np.ndarray, palette: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+def colorize(label: np.ndarray, palette: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """(H, W) class ids -> (H, W, 3) uint8 colours; ignored pixels black."""
     out = np.zeros((*label.shape, 3), dtype=np.uint8)
     valid = (label != ignore_index) & (label < len(palette))
@@ -124,7 +125,7 @@ def plot_predictions(
     mean: list[float],
     std: list[float],
     path: Path,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> Path | None:
     """Grid of rows image / ground truth / prediction; None when there is nothing to show."""
     if not samples:
@@ -158,7 +159,7 @@ def write_eval_outputs(
     palette: np.ndarray,
     mean: list[float],
     std: list[float],
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> None:
     """metrics.json, metrics.txt and both plots into ``out_dir`` (rank 0 only)."""
     if not is_main_process():

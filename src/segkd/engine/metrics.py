@@ -18,9 +18,12 @@ import torch
 from torch import Tensor
 
 from segkd.distributed import all_reduce
+from segkd.labels import IGNORE_INDEX
 
 
-def confusion_matrix(pred: Tensor, label: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
+def confusion_matrix(
+    pred: Tensor, label: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> Tensor:
     """Confusion matrix (K, K) int64 of ``pred`` vs ``label``, both (N, H, W) or any equal shape.
 
     Pixels with ``label == ignore_index`` (or any label outside [0, K)) are skipped. Uses
@@ -39,7 +42,7 @@ def confusion_matrix(pred: Tensor, label: Tensor, num_classes: int, ignore_index
 class SegMetric:
     """Accumulates a confusion matrix over batches and turns it into metrics."""
 
-    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from segkd.config_schema import ExperimentConfig
+from segkd.models.profile import profile_model
 
 
 def method_name(cfg: ExperimentConfig) -> str:
@@ -22,13 +22,9 @@ def profile(model: nn.Module, cfg: ExperimentConfig) -> dict[str, Any]:
     """Deployment params / MACs (no aux head, true sizes) and median CPU latency at the crop size.
 
     Uses :func:`segkd.models.profile.profile_model`; the CIRKD-table convention (aux head included,
-    dilation ignored) is kept as ``params_paper`` / ``macs_paper``. Falls back to a plain parameter count
-    while that module is absent.
+    dilation ignored) is kept as ``params_paper`` / ``macs_paper``.
     """
     size = tuple(cfg.data.crop_size)
-    if importlib.util.find_spec("segkd.models.profile") is None:
-        return {"params": sum(p.numel() for p in model.parameters()), "macs": None, "latency_ms": None}
-    from segkd.models.profile import profile_model
 
     cpu_copy = copy.deepcopy(model).cpu().eval()
     stats = profile_model(cpu_copy, size, latency=True)

@@ -4,15 +4,13 @@ Importing this package registers every method module listed in ``METHOD_MODULES`
 """
 
 import importlib
-import importlib.util
 
 from segkd.losses.base import LOSSES, DistillBatch, DistillLoss, DistillSpec
 
 METHOD_MODULES = ("kd", "skd", "ifvd", "cwd", "feature", "dist", "cirkd", "ka")
 
 for _name in METHOD_MODULES:
-    if importlib.util.find_spec(f"segkd.losses.{_name}") is not None:
-        importlib.import_module(f"segkd.losses.{_name}")
+    importlib.import_module(f"segkd.losses.{_name}")
 
 __all__ = ["LOSSES", "DistillBatch", "DistillLoss", "DistillSpec", "build_loss"]
 

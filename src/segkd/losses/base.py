@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from segkd.labels import IGNORE_INDEX
 from segkd.models.outputs import SegOutput
 from segkd.registry import Registry
 
@@ -37,7 +38,7 @@ class DistillSpec:
     teacher_feat_channels: int
     student_stage_channels: list[int] = field(default_factory=list)
     teacher_stage_channels: list[int] = field(default_factory=list)
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
     image_channels: int = 3
 
 

@@ -6,7 +6,6 @@ re-exported when those modules exist.
 """
 
 import importlib
-import importlib.util
 
 from segkd.losses.functional.common import align_to_larger, downsample_labels, resize_to, valid_mask
 from segkd.losses.functional.cwd import channel_wise_loss
@@ -59,8 +58,7 @@ def _public_functions(module) -> list[str]:
 
 
 for _name in _OPTIONAL_MODULES:
-    if importlib.util.find_spec(f"{__name__}.{_name}") is not None:
-        _module = importlib.import_module(f"{__name__}.{_name}")
-        for _fn in _public_functions(_module):
-            globals()[_fn] = getattr(_module, _fn)
-            __all__.append(_fn)
+    _module = importlib.import_module(f"{__name__}.{_name}")
+    for _fn in _public_functions(_module):
+        globals()[_fn] = getattr(_module, _fn)
+        __all__.append(_fn)

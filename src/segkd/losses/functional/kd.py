@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from segkd.labels import IGNORE_INDEX
 from segkd.losses.functional.common import align_to_larger, check_rank, downsample_labels
 
 KDReduction = Literal["mean", "skd"]
@@ -25,7 +26,7 @@ def pixel_kd_loss(
     reduction: KDReduction = "mean",
     labels: Tensor | None = None,
     num_classes: int | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> Tensor:
     """Pixel-wise KD between student and teacher class scores.
 

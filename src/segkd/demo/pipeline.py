@@ -19,8 +19,7 @@ from typing import Any
 
 from segkd.config import from_dict
 from segkd.config_schema import ExperimentConfig
-from segkd.engine import builder
-from segkd.engine.trainer import train
+from segkd.engine import builder, train
 
 
 @dataclass(frozen=True)
@@ -229,7 +228,7 @@ def run_demo(
     output_dir: str | Path = "runs/demo", quick: bool = False, methods: list[str] | None = None
 ) -> dict[str, Any]:
     """Run the whole demo; returns ``{"runs": [summary dicts], "skipped": [...], "report": path}``."""
-    from segkd.engine.demo_report import comparison_rows, print_table, write_demo_report
+    from segkd.demo.report import comparison_rows, print_table, write_demo_report
 
     budget = BUDGETS["quick" if quick else "default"]
     out = unused_output_dir(Path(output_dir))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from segkd.engine.demo import METHODS, DemoMethod, missing_losses
-from segkd.engine.demo_report import comparison_rows, format_table, teacher_gap
+from segkd.demo.pipeline import METHODS, DemoMethod, missing_losses
+from segkd.demo.report import comparison_rows, format_table, teacher_gap
 
 
 def _run(tmp: Path, name: str, model: str, method: str, miou: float, time_s: float) -> Path:
@@ -39,7 +39,7 @@ def test_unregistered_method_is_reported_missing():
 
 
 def test_demo_never_writes_over_an_earlier_demo(tmp_path: Path):
-    from segkd.engine.demo import unused_output_dir
+    from segkd.demo.pipeline import unused_output_dir
 
     out = tmp_path / "demo"
     assert unused_output_dir(out) == out  # missing: used as is

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -96,15 +95,11 @@ def write_demo_report(
     total_s: float,
     budget: Any,
 ) -> Path:
-    """``segkd report`` files for all runs (when that package is present) plus the demo's own section."""
-    report = out / "report.md"
-    if importlib.util.find_spec("segkd.report") is not None:
-        from segkd.report import make_report
+    """``segkd report`` files for all runs plus the demo's own section."""
+    from segkd.report import make_report
 
-        report = make_report(run_dirs, out)
-        head = report.read_text()
-    else:
-        head = "# segkd demo report\n"
+    report = make_report(run_dirs, out)
+    head = report.read_text()
     plot = _plot_miou(rows, out / "demo_miou.png")
     gap = teacher_gap(rows)
     lines = [
