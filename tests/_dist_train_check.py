@@ -4,7 +4,9 @@ Checks: (1) SegMetric.reduce sums the ranks' confusion matrices; (2) after DDP t
 ranks hold identical student weights, different from the initial ones, and identical BatchNorm buffers
 (running mean/var, batch counter); (3) the DDP-reduced validation mIoU equals a single-process
 evaluation of the same weights over the whole split, and equals a single-process evaluation of the
-checkpoint rank 0 saved; (4) the validation mIoU training logged equals the latter.
+checkpoint rank 0 saved; (4) the validation mIoU training logged equals the latter; (5) a distilled run
+(pixel KD + SKD holistic + CIRKD memories) trains under DDP without ``find_unused_parameters`` and ends
+with identical student, discriminator, projector and queue tensors on both ranks.
 
 Seeded through the trainer (``train.seed``), so every run trains the same weights.
 """
@@ -54,6 +56,33 @@ def _logged_val_miou(run_dir: Path) -> float:
     return [row["miou"] for row in rows if row.get("split") == "val"][-1]
 
 
+DISTILL_LOSSES = (
+    "[{name: kd}, {name: skd_holistic, weight: 0.001, options: {conv_dim: 4}},"
+    " {name: cirkd_memory_p2p, weight: 0.1, options: {pixel_memory_size: 20, region_memory_size: 4,"
+    " pixel_contrast_size: 12, region_contrast_size: 6}}, {name: cirkd_memory_p2r, weight: 0.1}]"
+)
+
+
+def distilled_check(out_dir: Path, teacher_ckpt: Path, device: torch.device) -> dict:
+    """Train a distilled student for 3 iterations under DDP; compare every tensor across ranks."""
+    run_dir = out_dir / "distilled"
+    teacher = f"{{name: test_tiny_student, checkpoint: {teacher_ckpt}}}"
+    cfg = tiny_config(run_dir, iters=3, data__batch_size=2, distill__teacher=teacher,
+                      distill__losses=DISTILL_LOSSES)
+    trainer = Trainer(cfg, device, run_dir)
+    ddp = trainer.distiller._runner
+    trainer.fit()
+    tensors = {f"student.{k}": v for k, v in trainer.distiller.student.state_dict().items()}
+    tensors.update({f"losses.{k}": v for k, v in trainer.distiller.losses.state_dict().items()})
+    gathered = _gather(tensors)
+    differ = [k for k in tensors if not torch.equal(gathered[0][k], gathered[1][k])]
+    return {
+        "distilled_find_unused": bool(ddp.find_unused_parameters),
+        "distilled_differ": differ,
+        "distilled_has": sorted({k.split(".")[2] for k in tensors if k.startswith("losses.")}),
+    }
+
+
 def main(out_dir: Path) -> None:
     device = setup_distributed("cpu")
     assert world_size() == 2 and dist.get_backend() == "gloo"
@@ -78,6 +107,7 @@ def main(out_dir: Path) -> None:
     }
     reduced, _ = run_evaluation(student, trainer.val_loader, cfg.eval, trainer.data.num_classes, device)
     verdict.update(ddp_miou=reduced["miou"], ddp_pixels=reduced["num_pixels"])
+    verdict.update(distilled_check(out_dir, run_dir / "checkpoints" / "latest.pt", device))
     if rank() == 0:
         verdict["single_miou"], verdict["single_pixels"] = _single_process_miou(student, trainer, cfg, device)
         fresh = builder.build_student(cfg, trainer.data.num_classes)

@@ -62,6 +62,24 @@ def test_bench_distill_cli(tmp_path):
     assert rows["nope"]["note"].startswith("n/a: RegistryError")
 
 
+def test_bench_distill_methods_are_the_recipes_and_run_the_engine_step(tmp_path):
+    from segkd.bench.distill import method_bundles
+
+    recipes = method_bundles()
+    assert [t["weight"] for t in recipes["skd"]] == [1.0, 10.0, 0.001]  # configs/_base/methods/skd.yaml
+    assert recipes["skd"][2]["options"] == {"adv_loss": "hinge", "d_weight": 0.1}  # full-width D
+    assert "conv_dim" in method_bundles("demo")["skd"][2]["options"]  # the demo's shrunken D
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("model: {name: test_tiny_student}\ndata: {crop_size: [32, 32], batch_size: 2}\n"
+                   "distill: {teacher: {name: test_tiny_teacher}}\ntrain: {grad_accum: 2, grad_clip: 1.0}\n")
+    out = tmp_path / "skd.json"
+    assert main(["bench", "distill", str(cfg), "--methods", "skd", "--iters", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["options"] == "recipes"
+    skd = result["rows"][2]
+    assert skd["terms"] == ["kd", "skd_pairwise", "skd_holistic"] and skd["median_ms"] > 0, skd["note"]
+
+
 def test_measure_peak_is_repeatable_and_leaves_a_fast_allocator():
     """A second measurement of the same work sees the same peak (free heap pages are returned first), and
     afterwards glibc's thresholds are the settled ones, not the 64 KiB pin used while measuring."""

@@ -5,6 +5,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from loss_testing import NUM_CLASSES, assert_grads_student_only, run_pair, tiny_pair
+from segkd.config import ConfigError, load_config
+from segkd.config_schema import AdversaryOptimConfig
+from segkd.engine.optim import adversary_settings, build_adversary_optimizer
 from segkd.losses import LOSSES, DistillBatch
 from segkd.losses.blocked import affinity_sq_error_sum
 from segkd.losses.discriminator import SAGANDiscriminator
@@ -151,7 +154,8 @@ def test_holistic_adversary_step_updates_only_discriminator(adv_loss, condition)
     student, teacher, images, labels, spec = tiny_pair(batch=1)
     loss = LOSSES.build("skd_holistic", spec=spec, adv_loss=adv_loss, condition_on_image=condition,
                         conv_dim=8)
-    d_opt, d_sched = loss.build_adversary_optimizer(max_iters=10)
+    role = _adversary_optimizer(loss, AdversaryOptimConfig(), iters=10)
+    d_opt, d_sched = role.optimizer, role.scheduler
     assert isinstance(d_opt, torch.optim.Adam if adv_loss == "hinge" else torch.optim.SGD)
     assert (d_sched is None) == (adv_loss == "hinge")
     assert not set(map(id, loss.student_parameters())) & set(map(id, loss.adversary_parameters()))
@@ -176,13 +180,22 @@ def test_holistic_adversary_step_updates_only_discriminator(adv_loss, condition)
 def test_holistic_optimizer_overrides():
     _, _, _, _, spec = tiny_pair()
     loss = LOSSES.build("skd_holistic", spec=spec, conv_dim=8)
-    opt, sched = loss.build_adversary_optimizer(100, name="sgd", lr=1e-3, poly_power=0.9)
+    sgd = _adversary_optimizer(loss, AdversaryOptimConfig(name="sgd", lr=1e-3, poly_power=0.9))
+    opt, sched = sgd.optimizer, sgd.scheduler
     assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["lr"] == 1e-3 and sched is not None
     assert opt.param_groups[0]["momentum"] == 0.9
-    adam, _ = loss.build_adversary_optimizer(100)
+    adam = _adversary_optimizer(loss, AdversaryOptimConfig()).optimizer
     assert adam.param_groups[0]["betas"] == (0.9, 0.99) and adam.param_groups[0]["weight_decay"] == 0.0
-    with pytest.raises(ValueError, match="adversary_optim"):
-        loss.build_adversary_optimizer(100, lr_d=1.0)
+    with pytest.raises(ConfigError, match="distill.adversary_optim.lr_d"):
+        load_config(None, ["distill.adversary_optim.lr_d=1.0"])
+    with pytest.raises(ConfigError, match="distill.adversary_optim.name"):
+        load_config(None, ["distill.adversary_optim.name=rmsprop"])
+
+
+def _adversary_optimizer(loss, overrides, iters: int = 100):
+    """The discriminator's optimizer as the engine builds it (:mod:`segkd.engine.optim`)."""
+    settings = adversary_settings(loss.adversary_optim_defaults(), overrides)
+    return build_adversary_optimizer(loss.adversary_parameters(), settings, iters)
 
 
 def test_self_attention_matches_its_three_convolutions():

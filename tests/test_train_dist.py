@@ -54,3 +54,10 @@ def test_two_process_bn_buffers_identical_and_validation_matches_checkpoint(verd
     assert verdict["bn_buffers_identical"]
     assert verdict["ddp_miou"] == pytest.approx(verdict["checkpoint_miou"], abs=1e-9)
     assert verdict["logged_val_miou"] == pytest.approx(verdict["checkpoint_miou"], abs=1e-9)
+
+
+@pytest.mark.dist
+def test_two_process_distillation_without_unused_parameter_search(verdict: dict):
+    assert verdict["distilled_find_unused"] is False
+    assert "discriminator" in verdict["distilled_has"] and "memory" in str(verdict["distilled_has"])
+    assert verdict["distilled_differ"] == []  # student, discriminator, projector and queues agree

@@ -175,7 +175,7 @@ def apply_override(data: dict[str, Any], keys: list[str], value: Any, free_form:
         raise ConfigError(f"config key '{'.'.join(keys[:-1])}' is not a mapping or list")
 
 
-_FREE_FORM_KEYS = {"options", "adversary_optim"}
+_FREE_FORM_KEYS = {"options"}
 
 
 def _index(node: list[Any], key: str, keys: list[str]) -> int:

@@ -104,12 +104,27 @@ class LossTermConfig:
 
 
 @dataclass
+class AdversaryOptimConfig:
+    """Optimizer of every adversarial term's discriminator, built with the student's in one place
+    (:func:`segkd.engine.optim.build_optimizers`). ``None`` keeps the published recipe of the term's
+    variant (``skd_holistic``: hinge -> Adam 4e-4, betas 0.9/0.99, constant LR (CIRKD); wgan-gp -> SGD 4e-4,
+    momentum 0.9, weight decay 5e-4, poly 0.9 (official SKD))."""
+
+    name: Literal["sgd", "adam"] | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    betas: list[float] | None = None
+    weight_decay: float | None = None
+    poly_power: float | None = None  # 0: constant LR
+
+
+@dataclass
 class DistillConfig:
     """Teacher and distillation terms; no teacher means plain supervised training."""
 
     teacher: ModelConfig | None = None
     losses: list[LossTermConfig] = field(default_factory=list)
-    adversary_optim: dict[str, Any] = field(default_factory=dict)  # discriminator optimizer overrides
+    adversary_optim: AdversaryOptimConfig = field(default_factory=AdversaryOptimConfig)
 
 
 @dataclass

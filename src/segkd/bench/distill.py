@@ -1,10 +1,13 @@
 """``segkd bench distill``: cost of each distillation method's training step against two floors.
 
 All rows run in one process on the same random batch (``data.batch_size`` x crop size of the config),
-with the student/teacher of the config (random init, nothing loaded) and the engine's
-:class:`~segkd.engine.distiller.Distiller`, so the step is the real one: teacher forward under no_grad,
-student forward, CE (+ aux CE), every term, weighted total, backward, SGD step; adversarial terms also
-run their discriminator step as the trainer does. Floors: ``student`` (the plain supervised step) and
+with the student/teacher of the config (random init, nothing loaded) and the engine's own step,
+:meth:`~segkd.engine.distiller.Distiller.train_step`, with the optimizers the engine builds from the
+config (:func:`~segkd.engine.optim.build_optimizers`) and its AMP, clipping and accumulation settings:
+teacher forward under no_grad, student forward, CE (+ aux CE), every term, weighted total, backward,
+each discriminator's update, the student update. The methods are the recipes' loss terms, weights and
+options (``configs/_base/methods/*.yaml``); ``options="demo"`` takes the ``segkd demo`` bundles instead.
+Floors: ``student`` (the plain supervised step) and
 ``student+teacher`` (the same step plus the teacher forward, the least a distillation step can cost).
 ``ratio`` = method time / ``student+teacher`` time. Steps are timed round-robin (one step of each
 method per round) so that load from other processes spreads evenly. Peak memory: CUDA
@@ -25,17 +28,40 @@ from segkd.bench.memory import measure_peak, settle_allocator
 from segkd.bench.timing import summarise, time_calls
 from segkd.config_schema import ExperimentConfig
 
+RECIPES = Path(__file__).resolve().parents[3] / "configs" / "_base" / "methods"
 
-def method_bundles() -> dict[str, list[dict]]:
-    """Named methods as lists of loss terms ``{"name", "options"}``: the ``segkd demo`` recipes (one source
-    of truth, options included) plus the single-term methods the demo does not train (IFVD, CWD)."""
+
+def recipe_bundles(folder: Path = RECIPES) -> dict[str, list[dict]]:
+    """``{method: [{"name", "weight", "options"}, ...]}`` from the recipes' method files (no baseline)."""
+    from segkd.config import read_yaml
+
+    if not folder.is_dir():
+        raise FileNotFoundError(f"recipe method files not found: {folder} (run from a segkd checkout)")
+    bundles = {}
+    for path in sorted(folder.glob("*.yaml")):
+        terms = read_yaml(path).get("distill", {}).get("losses", [])
+        if terms:
+            bundles[path.stem] = [{"name": t["name"], "weight": float(t.get("weight", 1.0)),
+                                   "options": dict(t.get("options") or {})} for t in terms]
+    return bundles
+
+
+def demo_bundles() -> dict[str, list[dict]]:
+    """The ``segkd demo`` recipes (demo-sized options) plus the single-term methods it does not train."""
     from segkd.demo.pipeline import METHODS
 
-    bundles = {m.key: [{"name": t["name"], "options": dict(t.get("options", {}))} for t in m.losses]
-               for m in METHODS}
+    bundles = {m.key: [{"name": t["name"], "weight": float(t.get("weight", 1.0)),
+                        "options": dict(t.get("options", {}))} for t in m.losses] for m in METHODS}
     for single in ("ifvd", "cwd"):
-        bundles.setdefault(single, [{"name": single, "options": {}}])
+        bundles.setdefault(single, [{"name": single, "weight": 1.0, "options": {}}])
     return bundles
+
+
+def method_bundles(options: str = "recipes") -> dict[str, list[dict]]:
+    """Named methods: the recipes' (``options="recipes"``, default) or the demo's (``"demo"``)."""
+    if options not in ("recipes", "demo"):
+        raise ValueError(f"bench distill: options must be 'recipes' or 'demo', got {options!r}")
+    return recipe_bundles() if options == "recipes" else demo_bundles()
 
 
 @dataclass
@@ -58,33 +84,21 @@ def _losses(terms: list[dict], spec, ae_path: str) -> dict:
     for name, term in zip(names, terms):
         options = dict(term["options"])
         if term["name"] in ("ka_adapt", "ka_affinity"):
-            options["autoencoder"] = ae_path
+            options["autoencoder"] = ae_path  # the recipe's placeholder or the demo's path
         built[name] = build_loss(term["name"], spec, **options)
     return built
 
 
-def _step_fn(distiller, images, labels):
-    """One training step closure (forward, backward, optimizer, adversary) as the trainer runs it."""
-    from segkd.engine.trainer import _detached
-    from segkd.losses import DistillBatch
+def _step_fn(distiller, batch: dict, cfg: ExperimentConfig):
+    """One training iteration exactly as the trainer runs it: :meth:`Distiller.train_step` with the
+    engine's optimizers for ``cfg`` (``train.grad_accum`` micro-batches of the same batch)."""
+    from segkd.engine.optim import build_optimizers
 
-    params = list(distiller.student.parameters()) + list(distiller.student_parameters())
-    optim = torch.optim.SGD(params, lr=1e-4, momentum=0.9)
-    adversaries = {n: loss.build_adversary_optimizer(100)
-                   for n, loss in distiller.adversarial_losses().items()}
+    optimizers = build_optimizers(distiller, cfg)
+    micro_batches = [batch] * cfg.train.grad_accum
 
     def step() -> None:
-        # With a teacher and no terms (the floor), compute() runs the teacher forward and the student step.
-        result = distiller.compute(images, labels)
-        optim.zero_grad(set_to_none=True)
-        result.total.backward()
-        optim.step()
-        for name, (adv_optim, _) in adversaries.items():
-            out = distiller.losses[name].adversary_step(_detached(result.student), result.teacher,
-                                                        DistillBatch(images=images, labels=labels))
-            adv_optim.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            adv_optim.step()
+        distiller.train_step(micro_batches, optimizers)
 
     return step
 
@@ -114,9 +128,9 @@ def _time_round_robin(steps: dict[int, object], rows: list[StepRow], iters: int,
 
 
 def bench_distill(cfg: ExperimentConfig, methods: list[str] | None = None, iters: int = 10,
-                  warmup: int = 2, num_classes: int = 19) -> dict:
+                  warmup: int = 2, num_classes: int = 19, options: str = "recipes") -> dict:
     """Time and peak memory per method; returns a JSON-ready dict with the two floors first."""
-    from segkd.engine.distiller import Distiller, distill_spec
+    from segkd.engine.distiller import Distiller, StepSettings, distill_spec
     from segkd.losses.ka import AutoEncoder, default_widths, save_autoencoder
     from segkd.models import build_model_from_config
 
@@ -136,9 +150,9 @@ def bench_distill(cfg: ExperimentConfig, methods: list[str] | None = None, iters
         channels = spec.teacher_feat_channels  # random-init auto-encoder of the stage-1 widths: timing only
         save_autoencoder(ae_path, AutoEncoder(channels, *default_widths(channels)))
         plan: list[tuple[str, list[dict], object]] = [("student", [], None), ("student+teacher", [], teacher)]
-        bundles = method_bundles()
+        bundles = method_bundles(options)
         for m in methods or list(bundles):
-            plan.append((m, bundles.get(m, [{"name": m, "options": {}}]), teacher))
+            plan.append((m, bundles.get(m, [{"name": m, "weight": 1.0, "options": {}}]), teacher))
         steps = {}
         for name, terms, t in plan:
             row = StepRow(name, [t["name"] for t in terms])
@@ -148,9 +162,11 @@ def bench_distill(cfg: ExperimentConfig, methods: list[str] | None = None, iters
             except Exception as err:  # noqa: BLE001
                 row.note = f"n/a: {type(err).__name__}: {str(err).splitlines()[0][:160]}"
                 continue
-            distiller = Distiller(copy.deepcopy(student0), t, losses, dict.fromkeys(losses, 1.0),
-                                  cfg.train.aux_weight).to(device).train()
-            step = _step_fn(distiller, images, labels)
+            weights = {name: term["weight"] for name, term in zip(losses, terms)}
+            settings = StepSettings(cfg.train.amp, cfg.train.grad_clip, device)
+            distiller = Distiller(copy.deepcopy(student0), t, losses, weights, cfg.train.aux_weight,
+                                  settings=settings).to(device).train()
+            step = _step_fn(distiller, {"image": images, "label": labels}, cfg)
             if _prepare(row, step, warmup, device):
                 steps[len(rows) - 1] = step
         settle_allocator()  # memory was measured under the 64 KiB mmap pin; time with a settled allocator
@@ -159,7 +175,8 @@ def bench_distill(cfg: ExperimentConfig, methods: list[str] | None = None, iters
     for row in rows:
         row.ratio = row.median_ms / floor if row.median_ms and floor else None
     return {"student": cfg.model.name, "teacher": teacher_cfg.name, "batch": cfg.data.batch_size,
-            "crop_size": [h, w], "device": device, "threads": torch.get_num_threads(), "iters": iters,
+            "crop_size": [h, w], "device": device, "options": options,
+            "threads": torch.get_num_threads(), "iters": iters,
             "memory": "cuda max_memory_allocated" if device == "cuda" else "RSS growth of one step",
             "rows": [asdict(r) for r in rows]}
 

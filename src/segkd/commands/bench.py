@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     distill.add_argument("--methods", nargs="+", default=None, help="loss names or bundles (default: all)")
     distill.add_argument("--iters", type=int, default=10)
     distill.add_argument("--warmup", type=int, default=2)
+    distill.add_argument("--options", choices=("recipes", "demo"), default="recipes",
+                         help="loss terms, weights and options: the recipes' (default) or the demo's")
     distill.set_defaults(func=run_distill)
 
     loss = sub.add_parser("loss", help="one loss's forward+backward vs the naive reference as size grows")
@@ -107,6 +109,6 @@ def run_distill(args: argparse.Namespace) -> int:
     from segkd.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    result = bench_distill(cfg, args.methods, args.iters, args.warmup)
-    subject = [Path(args.config).stem if args.config else "default", *(args.methods or ["all"])]
+    result = bench_distill(cfg, args.methods, args.iters, args.warmup, options=args.options)
+    subject = [Path(args.config).stem if args.config else "default", args.options, *(args.methods or ["all"])]
     return _write(args, result, distill_table(result), subject)

@@ -1,4 +1,5 @@
-"""Build what a training run needs from its config: data, student, teacher, distiller, optimizers.
+"""Build what a training run needs from its config: data, student, teacher, distiller (optimizers:
+:mod:`segkd.engine.optim`).
 
 Kept apart from the loop (:mod:`segkd.engine.trainer`) so that every piece can be built and tested
 alone, and so that a new distillation method needs no change here: loss terms are built by name from
@@ -10,12 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
-from segkd.config_schema import ExperimentConfig, OptimConfig
-from segkd.engine.distiller import Distiller, distill_spec, term_names
-from segkd.engine.schedule import build_poly_scheduler
+from segkd.config_schema import ExperimentConfig
+from segkd.engine.distiller import Distiller, StepSettings, distill_spec, term_names
 from segkd.labels import IGNORE_INDEX
 
 
@@ -96,8 +95,10 @@ def build_distiller(
     teacher: nn.Module | None,
     num_classes: int,
     ignore_index: int = IGNORE_INDEX,
+    device_type: str = "cpu",
 ) -> Distiller:
-    """Distiller with every configured loss term built by name from the ``LOSSES`` registry."""
+    """Distiller with every configured loss term built by name from the ``LOSSES`` registry, running its
+    step with the run's AMP and clipping settings on ``device_type``."""
     from segkd.losses import build_loss
 
     losses, weights = {}, {}
@@ -109,46 +110,8 @@ def build_distiller(
         for name, term in zip(names, cfg.distill.losses):
             losses[name] = build_loss(term.name, spec, **term.options)
             weights[name] = term.weight
-    return Distiller(student, teacher, losses, weights, cfg.train.aux_weight, ignore_index)
-
-
-def _param_groups(distiller: Distiller, cfg: OptimConfig) -> list[dict[str, Any]]:
-    student = distiller.student
-    backbone = getattr(student, "backbone", None)
-    backbone_ids = {id(p) for p in backbone.parameters()} if backbone is not None else set()
-    base, head = [], []
-    for p in student.parameters():
-        if p.requires_grad:
-            (base if id(p) in backbone_ids or backbone is None else head).append(p)
-    head += list(distiller.student_parameters())
-    groups = [{"params": base, "lr": cfg.lr}, {"params": head, "lr": cfg.lr * cfg.head_lr_mult}]
-    return [g for g in groups if g["params"]]
-
-
-def build_optimizer(distiller: Distiller, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD (momentum, weight decay) or AdamW over the student and the losses' student-side modules."""
-    groups = _param_groups(distiller, cfg)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    raise ValueError(f"config key 'optim.name': unknown optimizer {cfg.name!r} (use sgd or adamw)")
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ExperimentConfig) -> Any:
-    """Poly schedule (power ``optim.poly_power``) with optional linear warm-up, stepped per iteration."""
-    o = cfg.optim
-    return build_poly_scheduler(optimizer, cfg.train.iters, o.poly_power, o.warmup_iters, o.warmup_ratio)
-
-
-def build_adversaries(distiller: Distiller, cfg: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
-    """``{term name: (optimizer, scheduler or None)}`` for every adversarial term."""
-    adversaries = {}
-    for name, loss in distiller.adversarial_losses().items():
-        built = loss.build_adversary_optimizer(cfg.train.iters, **cfg.distill.adversary_optim)
-        if built is not None:
-            adversaries[name] = built
-    return adversaries
+    settings = StepSettings(cfg.train.amp, cfg.train.grad_clip, device_type)
+    return Distiller(student, teacher, losses, weights, cfg.train.aux_weight, ignore_index, settings)
 
 
 def run_meta(cfg: ExperimentConfig, data: DataBundle) -> dict[str, Any]:

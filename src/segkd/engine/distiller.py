@@ -10,8 +10,14 @@ where ``up`` bilinearly upsamples (N, K, h, w) logits to the label size (H, W), 
 teacher only the task terms remain (plain supervised training), so a baseline, a teacher and every
 distilled student run through the same loop.
 
+The distiller is the algorithm: :meth:`Distiller.train_step` runs one whole training iteration (every
+micro-batch's forward and backward under AMP, each adversary's update on the detached outputs, gradient
+clipping, the student update and the LR schedules) with the optimizers it is given, keyed by role
+(:mod:`segkd.engine.optim`). The trainer around it only loops, logs, validates and checkpoints.
+
 The trainable part (student + loss-owned modules such as projection heads) lives in one module,
-:class:`TrainableNet`, which is what DistributedDataParallel wraps; the frozen teacher is outside it.
+:class:`TrainableNet`, which is what DistributedDataParallel wraps; the frozen teacher is outside it, and
+so, for DDP, are the discriminators and the terms' state buffers (see :meth:`Distiller.wrap_ddp`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segkd.distributed import all_reduce, is_dist_initialized
+from segkd.engine.optim import ADVERSARY, STUDENT, Optimizers
 from segkd.labels import IGNORE_INDEX
 from segkd.losses.base import DistillBatch, DistillLoss, DistillSpec
 from segkd.models.outputs import SegOutput
@@ -47,6 +55,16 @@ def upsampled_ce(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDE
     if logits.shape[-2:] != labels.shape[-2:]:
         logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
     return F.cross_entropy(logits.float(), labels, ignore_index=ignore_index)
+
+
+@dataclass
+class StepSettings:
+    """How the distiller runs a step: mixed precision (``none``, ``bf16``, ``fp16`` with a gradient
+    scaler) on ``device_type`` and the student's gradient-norm clipping (0: off)."""
+
+    amp: str = "none"
+    grad_clip: float = 0.0
+    device_type: str = "cpu"
 
 
 @dataclass
@@ -107,8 +125,12 @@ class Distiller(nn.Module):
         weights: dict[str, float],
         aux_weight: float = 0.4,
         ignore_index: int = IGNORE_INDEX,
+        settings: StepSettings | None = None,
     ) -> None:
         super().__init__()
+        self.settings = settings or StepSettings()
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.settings.amp)
+        self.scaler = torch.amp.GradScaler(self.settings.device_type, enabled=self.settings.amp == "fp16")
         if losses and teacher is None:
             raise ValueError("distill.losses are set but distill.teacher is missing")
         self.net = TrainableNet(student, nn.ModuleDict(losses), aux_weight, ignore_index)
@@ -135,11 +157,25 @@ class Distiller(nn.Module):
         return self
 
     def wrap_ddp(self, device_ids: list[int] | None = None) -> None:
-        """Wrap the trainable part in DistributedDataParallel (student + loss-owned modules)."""
-        has_adversary = any(loss.adversary_parameters() for loss in self.losses.values())
+        """Wrap the trainable part in DistributedDataParallel.
+
+        DDP averages the gradients of the student and of the terms' student-side modules. It leaves out
+        the discriminators (trained by :meth:`train_step` on their own, their gradients averaged there)
+        and the terms' buffers (memory queues are kept identical on every rank by the terms themselves;
+        broadcasting them every forward would only cost time). Every parameter DDP does see takes part in
+        each forward, so ``find_unused_parameters`` is needed only for an aux head with weight 0.
+        """
+        ignored = self._ddp_ignored_names()
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self.net, ignored)
+        aux_unused = self.net.aux_weight <= 0 and getattr(self.student, "aux_head", None) is not None
         self._runner = nn.parallel.DistributedDataParallel(
-            self.net, device_ids=device_ids, find_unused_parameters=has_adversary or bool(self.losses)
+            self.net, device_ids=device_ids, find_unused_parameters=aux_unused
         )
+
+    def _ddp_ignored_names(self) -> list[str]:
+        adversary = {id(p) for loss in self.losses.values() for p in loss.adversary_parameters()}
+        names = [n for n, p in self.net.named_parameters() if id(p) in adversary]
+        return names + [n for n, _ in self.net.named_buffers() if n.startswith("losses.")]
 
     def no_sync(self) -> Any:
         """Context skipping the DDP gradient all-reduce (gradient accumulation micro-steps)."""
@@ -161,6 +197,78 @@ class Distiller(nn.Module):
         """``(total, {term name: unweighted value})``."""
         result = self.compute(images, labels)
         return result.total, result.terms
+
+    # ------------------------------------------------------------------------------ the training step
+    def _autocast(self) -> Any:
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.settings.device_type, dtype=self.amp_dtype)
+
+    @staticmethod
+    def check_finite(terms: dict[str, Tensor], iteration: int) -> dict[str, float]:
+        """Mean of each term over ranks; raise :class:`NonFiniteLossError` naming the first bad one."""
+        names = list(terms)
+        values = torch.stack([terms[n].detach().float() for n in names])
+        all_reduce(values, "mean")
+        logged = dict(zip(names, values.tolist()))
+        for name, value in logged.items():
+            if not torch.isfinite(torch.tensor(value)):
+                raise NonFiniteLossError(name, iteration, value)
+        return logged
+
+    def train_step(
+        self, micro_batches: list[dict[str, Tensor]], optimizers: Optimizers, iteration: int = 0
+    ) -> dict[str, float]:
+        """One training iteration; returns every term, averaged over micro-batches and ranks.
+
+        ``micro_batches``: ``[{"image": (N, 3, H, W), "label": (N, H, W)}, ...]`` on the device, one per
+        gradient-accumulation step (DDP synchronises on the last one only). Order, as in the reference
+        SKD/CIRKD code: student forward + backward of ``total / len(micro_batches)`` for each micro-batch;
+        then each adversary's update on the last micro-batch's detached outputs; then gradient clipping
+        and the student update; every role's LR schedule advances once.
+        """
+        student = optimizers[STUDENT]
+        student.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for index, batch in enumerate(micro_batches):
+            last = index == len(micro_batches) - 1
+            with self.no_sync() if not last else nullcontext():
+                with self._autocast():
+                    result = self.compute(batch["image"], batch["label"])
+                logged = self.check_finite({**result.terms, "total": result.total}, iteration)
+                self.scaler.scale(result.total / len(micro_batches)).backward()
+            for key, value in logged.items():
+                sums[key] = sums.get(key, 0.0) + value / len(micro_batches)
+        sums.update(self._adversary_steps(result, micro_batches[-1], optimizers, iteration))
+        if self.settings.grad_clip > 0:
+            self.scaler.unscale_(student.optimizer)
+            params = [p for group in student.optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.settings.grad_clip)
+        student.step(self.scaler)
+        self.scaler.update()
+        return sums
+
+    def _adversary_steps(
+        self, result: StepResult, batch: dict[str, Tensor], optimizers: Optimizers, iteration: int
+    ) -> dict[str, float]:
+        """Each discriminator's update on the detached student outputs; gradients averaged over ranks
+        here, since discriminators are outside the student's DDP (:meth:`wrap_ddp`)."""
+        logged: dict[str, float] = {}
+        student = result.student.detached()
+        distill_batch = DistillBatch(images=batch["image"], labels=batch["label"])
+        for name, loss in self.adversarial_losses().items():
+            role = optimizers[ADVERSARY + name]
+            role.optimizer.zero_grad(set_to_none=True)
+            with self._autocast():
+                out = loss.adversary_step(student, result.teacher, distill_batch)
+            logged.update(self.check_finite({f"{name}/{k}": v for k, v in out.items()}, iteration))
+            out["loss"].backward()
+            if is_dist_initialized():
+                for p in loss.adversary_parameters():
+                    if p.grad is not None:
+                        all_reduce(p.grad, "mean")
+            role.step()
+        return logged
 
     def student_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the student optimizer: loss-owned trainable modules (not adversaries)."""

@@ -1,16 +1,15 @@
 """The iteration-based training loop shared by teachers, baselines and every distilled student.
 
-One iteration = ``train.grad_accum`` micro-batches: teacher forward (no grad), student + loss terms
-forward (DDP-wrapped), backward of ``total / grad_accum``; then each adversary (discriminator) takes its
-own step on the detached student outputs of the last micro-batch, then the student optimizer steps and
-the poly schedule advances. Periodic validation keeps ``best.pt``; ``latest.pt`` holds everything to
-continue exactly (model, loss modules and queues, optimizers, schedulers, AMP scaler, iteration, RNG).
+The trainer loops, logs, validates and checkpoints; nothing else. Each iteration hands
+``train.grad_accum`` micro-batches and the optimizers (built by :mod:`segkd.engine.optim`, keyed by role)
+to :meth:`segkd.engine.distiller.Distiller.train_step`, which is the whole algorithm. Periodic validation
+keeps ``best.pt``; ``latest.pt`` holds everything to continue exactly (model, loss modules and queues,
+optimizers, schedulers, AMP scaler, iteration, RNG). SIGINT/SIGTERM stop cleanly (:mod:`.stop`).
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ import torch
 from segkd.config import save_config, to_dict
 from segkd.config_schema import ExperimentConfig
 from segkd.distributed import (
-    all_reduce,
     barrier,
     is_dist_initialized,
     is_main_process,
@@ -37,14 +35,14 @@ from segkd.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from segkd.engine.distiller import NonFiniteLossError, StepResult
+from segkd.engine.distiller import NonFiniteLossError
 from segkd.engine.evaluator import run_evaluation, to_numpy_palette, write_eval_outputs
 from segkd.engine.logger import RunLogger
+from segkd.engine.optim import ADVERSARY, STUDENT, build_optimizers
 from segkd.engine.rundir import RunDir
 from segkd.engine.seeding import seed_everything
 from segkd.engine.stop import GracefulStop, TrainingInterrupted
 from segkd.engine.summary import write_summary
-from segkd.models.outputs import SegOutput
 
 
 def train(cfg: ExperimentConfig, data: builder.DataBundle | None = None) -> Path:
@@ -76,15 +74,6 @@ def _start_run(run: RunDir, cfg: ExperimentConfig) -> None:
         save_config(cfg, run.config)
 
 
-def _detached(out: SegOutput) -> SegOutput:
-    return SegOutput(
-        logits=out.logits.detach(),
-        feat=out.feat.detach(),
-        aux_logits=None if out.aux_logits is None else out.aux_logits.detach(),
-        stages=[s.detach() for s in out.stages],
-    )
-
-
 class Trainer:
     """Builds a run from its config and runs the loop; see the module docstring."""
 
@@ -105,16 +94,11 @@ class Trainer:
             # SyncBatchNorm needs CUDA tensors; with gloo on CPU plain BatchNorm stays (buffers from rank 0).
             student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
         self.distiller = builder.build_distiller(
-            cfg, student, teacher, self.data.num_classes, self.data.ignore_index
+            cfg, student, teacher, self.data.num_classes, self.data.ignore_index, device.type
         ).to(device)
         if is_dist_initialized():
             self.distiller.wrap_ddp([local_rank()] if device.type == "cuda" else None)
-        self.optimizer = builder.build_optimizer(self.distiller, cfg.optim)
-        self.scheduler = builder.build_scheduler(self.optimizer, cfg)
-        self.adversaries = builder.build_adversaries(self.distiller, cfg)
-        amp = cfg.train.amp
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+        self.optimizers = build_optimizers(self.distiller, cfg)
         self.iteration, self.best_miou, self.train_time = 0, -1.0, 0.0
         self.val_loader = builder.build_val_loader_for(self.data, cfg)
         start = self._peek_resume_iteration()
@@ -143,14 +127,16 @@ class Trainer:
         self.distiller.student.load_state_dict(state["model"])
         for name, loss in self.distiller.losses.items():
             loss.load_state_dict(state["losses"][name])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        for name, (opt, sched) in self.adversaries.items():
-            opt.load_state_dict(state["adversary"][name]["optimizer"])
-            if sched is not None:
-                sched.load_state_dict(state["adversary"][name]["scheduler"])
+        student = self.optimizers[STUDENT]
+        student.optimizer.load_state_dict(state["optimizer"])
+        student.scheduler.load_state_dict(state["scheduler"])
+        for name, saved in state["adversary"].items():
+            role = self.optimizers[ADVERSARY + name]
+            role.optimizer.load_state_dict(saved["optimizer"])
+            if role.scheduler is not None:
+                role.scheduler.load_state_dict(saved["scheduler"])
         if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+            self.distiller.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
         self.best_miou = float(state.get("best_miou", -1.0))
         self.train_time = float(state.get("train_time_s", 0.0))
@@ -173,13 +159,17 @@ class Trainer:
         return {
             "model": self.distiller.student.state_dict(),
             "losses": {n: loss.state_dict() for n, loss in self.distiller.losses.items()},
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "optimizer": self.optimizers[STUDENT].optimizer.state_dict(),
+            "scheduler": self.optimizers[STUDENT].scheduler.state_dict(),
             "adversary": {
-                n: {"optimizer": o.state_dict(), "scheduler": None if s is None else s.state_dict()}
-                for n, (o, s) in self.adversaries.items()
+                role[len(ADVERSARY) :]: {
+                    "optimizer": r.optimizer.state_dict(),
+                    "scheduler": None if r.scheduler is None else r.scheduler.state_dict(),
+                }
+                for role, r in self.optimizers.items()
+                if role.startswith(ADVERSARY)
             },
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "scaler": self.distiller.scaler.state_dict() if self.distiller.scaler.is_enabled() else None,
             "iteration": self.iteration,
             "rng": rng,
             "rng_per_rank": _gather_objects(rng) if gather else [rng],
@@ -202,74 +192,19 @@ class Trainer:
             save_checkpoint(state, checkpoint_dir(self.run_dir) / name, keep_previous=name == "latest.pt")
 
     # ------------------------------------------------------------------------------------- training
-    def _autocast(self) -> Any:
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-
-    def _check_finite(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Mean of each term over ranks; raise :class:`NonFiniteLossError` naming the first bad one."""
-        names = list(terms)
-        values = torch.stack([terms[n].detach().float() for n in names])
-        all_reduce(values, "mean")
-        for name, value in zip(names, values.tolist()):
-            if not torch.isfinite(torch.tensor(value)):
-                raise NonFiniteLossError(name, self.iteration, value)
-        return dict(zip(names, values.tolist()))
-
-    def _micro_step(self, last: bool) -> tuple[StepResult, dict[str, float], Any]:
+    def _next_batch(self) -> dict[str, torch.Tensor]:
         batch = next(self.batches)
-        images = batch["image"].to(self.device, non_blocking=True)
-        labels = batch["label"].to(self.device, non_blocking=True)
-        with self.distiller.no_sync() if not last else nullcontext():
-            with self._autocast():
-                result = self.distiller.compute(images, labels)
-            logged = self._check_finite({**result.terms, "total": result.total})
-            self.scaler.scale(result.total / self.cfg.train.grad_accum).backward()
-        return result, logged, (images, labels)
-
-    def _adversary_step(
-        self, result: StepResult, images: torch.Tensor, labels: torch.Tensor
-    ) -> dict[str, float]:
-        from segkd.losses.base import DistillBatch
-
-        logged: dict[str, float] = {}
-        student = _detached(result.student)
-        for name, (opt, sched) in self.adversaries.items():
-            loss = self.distiller.losses[name]
-            opt.zero_grad(set_to_none=True)
-            with self._autocast():
-                out = loss.adversary_step(student, result.teacher, DistillBatch(images=images, labels=labels))
-            terms = self._check_finite({f"{name}/{k}": v for k, v in out.items()})
-            out["loss"].backward()
-            for p in loss.adversary_parameters():
-                if p.grad is not None:
-                    all_reduce(p.grad, "mean")  # outside the DDP forward: reduce by hand
-            opt.step()
-            if sched is not None:
-                sched.step()
-            logged.update(terms)
-        return logged
+        return {
+            "image": batch["image"].to(self.device, non_blocking=True),
+            "label": batch["label"].to(self.device, non_blocking=True),
+        }
 
     def train_step(self) -> dict[str, float]:
-        """One iteration (all micro-batches, adversaries, optimizer and schedule); returns logged terms."""
-        self.optimizer.zero_grad(set_to_none=True)
-        accum = self.cfg.train.grad_accum
-        sums: dict[str, float] = {}
-        for micro in range(accum):
-            result, logged, (images, labels) = self._micro_step(last=micro == accum - 1)
-            for k, v in logged.items():
-                sums[k] = sums.get(k, 0.0) + v / accum
-        sums.update(self._adversary_step(result, images, labels))
-        if self.cfg.train.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
+        """One iteration, run by the distiller (:meth:`Distiller.train_step`); returns the logged terms."""
+        batches = [self._next_batch() for _ in range(self.cfg.train.grad_accum)]
+        logged = self.distiller.train_step(batches, self.optimizers, self.iteration)
         self.iteration += 1
-        return sums
+        return logged
 
     # ----------------------------------------------------------------------------------- validation
     def validate(self, logger: RunLogger) -> float:
@@ -318,7 +253,8 @@ class Trainer:
         self.train_time += time.perf_counter() - tic
         logger.step({k: v for k, v in logged.items() if "/" not in k})
         if self._due(cfg.log_interval) or self.iteration == cfg.iters:
-            logger.log(self.iteration, {"lr": self.scheduler.get_last_lr()[0], **logged})
+            lr = self.optimizers[STUDENT].scheduler.get_last_lr()[0]
+            logger.log(self.iteration, {"lr": lr, **logged})
         validated = self._due(cfg.val_interval) or self.iteration == cfg.iters
         if validated:
             self._validate_keeping_weights(logger)

@@ -11,8 +11,10 @@ optimised with the student and saved in checkpoints through the loss's ``state_d
 keep their state (memory queues) in registered buffers.
 
 Adversarial terms additionally own a discriminator trained by its own optimizer: they override
-:meth:`DistillLoss.adversary_parameters`, :meth:`DistillLoss.build_adversary_optimizer` and
-:meth:`DistillLoss.adversary_step`; the engine calls ``adversary_step`` before each student step.
+:meth:`DistillLoss.adversary_parameters`, :meth:`DistillLoss.adversary_optim_defaults` (the published
+optimizer settings of their variant; the engine builds the optimizer with every other one, from
+``distill.adversary_optim``) and :meth:`DistillLoss.adversary_step`; the distiller's training step runs
+``adversary_step`` before each student update.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from segkd.labels import IGNORE_INDEX
@@ -70,11 +71,10 @@ class DistillLoss(nn.Module):
         """Parameters trained by the term's own optimizer (a discriminator); none by default."""
         return []
 
-    def build_adversary_optimizer(
-        self, max_iters: int, **overrides: Any
-    ) -> tuple[torch.optim.Optimizer, Any] | None:
-        """Return ``(optimizer, lr_scheduler_or_None)`` for the adversary, or None when there is none."""
-        return None
+    def adversary_optim_defaults(self) -> dict[str, Any]:
+        """Published optimizer settings of the adversary (keys of
+        :class:`~segkd.config_schema.AdversaryOptimConfig`); only adversarial terms have them."""
+        raise NotImplementedError(f"{type(self).__name__} has no adversary")
 
     def adversary_step(
         self, student: SegOutput, teacher: SegOutput, batch: DistillBatch

@@ -125,28 +125,9 @@ class SKDHolistic(DistillLoss):
     def adversary_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.discriminator.parameters())
 
-    def build_adversary_optimizer(self, max_iters: int,
-                                  **overrides: Any) -> tuple[torch.optim.Optimizer, Any]:
-        """Optimizer (and poly scheduler when ``poly_power`` > 0) of D; ``overrides`` come from
-        ``distill.adversary_optim`` (keys: name sgd|adam, lr, momentum, betas, weight_decay, poly_power)."""
-        cfg = dict(_OPTIM_DEFAULTS[self.adv_loss])
-        unknown = sorted(set(overrides) - set(cfg))
-        if unknown:
-            raise ValueError(f"distill.adversary_optim: unknown key(s) {unknown}; valid: {sorted(cfg)}")
-        cfg.update(overrides)
-        params = self.adversary_parameters()
-        if cfg["name"] == "adam":
-            opt = torch.optim.Adam(params, lr=cfg["lr"], betas=tuple(cfg["betas"]),
-                                   weight_decay=cfg["weight_decay"])
-        elif cfg["name"] == "sgd":
-            opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"],
-                                  weight_decay=cfg["weight_decay"])
-        else:
-            raise ValueError(f"distill.adversary_optim.name must be 'sgd' or 'adam', got '{cfg['name']}'")
-        power = float(cfg["poly_power"] or 0.0)
-        if power <= 0:
-            return opt, None
-        return opt, torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=max_iters, power=power)
+    def adversary_optim_defaults(self) -> dict[str, Any]:
+        """The discriminator's optimizer in the reference of the chosen ``adv_loss`` (see the class doc)."""
+        return dict(_OPTIM_DEFAULTS[self.adv_loss])
 
     def _score_pair(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
         """D scores of both batches. Same-sized maps go through D in one pass: D has no batch statistics

@@ -28,3 +28,12 @@ class SegOutput:
     feat: Tensor
     aux_logits: Tensor | None = None
     stages: list[Tensor] = field(default_factory=list)
+
+    def detached(self) -> SegOutput:
+        """The same outputs cut from the autograd graph (what an adversary trains on)."""
+        return SegOutput(
+            logits=self.logits.detach(),
+            feat=self.feat.detach(),
+            aux_logits=None if self.aux_logits is None else self.aux_logits.detach(),
+            stages=[s.detach() for s in self.stages],
+        )
