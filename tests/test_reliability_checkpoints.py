@@ -209,7 +209,7 @@ def test_disk_full_during_training_stops_cleanly(
 def test_unwritable_output_dir_is_refused_before_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ):
-    import segkd.engine.rundir as rundir
+    import segkd.rundir as rundir
 
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")

@@ -27,6 +27,7 @@ import torch
 from segkd.bench.memory import measure_peak, settle_allocator
 from segkd.bench.timing import summarise, time_calls
 from segkd.config_schema import ExperimentConfig
+from segkd.rundir import RunDir
 
 RECIPES = Path(__file__).resolve().parents[3] / "configs" / "_base" / "methods"
 
@@ -146,7 +147,7 @@ def bench_distill(cfg: ExperimentConfig, methods: list[str] | None = None, iters
     spec = distill_spec(student0, teacher, k)
     rows: list[StepRow] = []
     with tempfile.TemporaryDirectory() as tmp:
-        ae_path = str(Path(tmp) / "autoencoder.pt")
+        ae_path = str(RunDir(tmp).autoencoder)
         channels = spec.teacher_feat_channels  # random-init auto-encoder of the stage-1 widths: timing only
         save_autoencoder(ae_path, AutoEncoder(channels, *default_widths(channels)))
         plan: list[tuple[str, list[dict], object]] = [("student", [], None), ("student+teacher", [], teacher)]

@@ -20,6 +20,7 @@ from typing import Any
 from segkd.config import from_dict
 from segkd.config_schema import ExperimentConfig
 from segkd.engine import builder, train
+from segkd.rundir import RunDir
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def missing_losses(method: DemoMethod) -> list[str]:
 
 
 def _set_method(run_dir: Path, method: str) -> None:
-    path = run_dir / "summary.json"
+    path = RunDir(run_dir).summary
     summary = json.loads(path.read_text())
     summary["method"] = method
     path.write_text(json.dumps(summary, indent=2))
@@ -191,7 +192,7 @@ def train_autoencoder(budget: DemoBudget, out: Path, teacher_ckpt: Path, data: b
     raw["train"]["stage"] = "ka_autoencoder"
     raw["distill"] = {"teacher": {"name": "demo_teacher", "checkpoint": str(teacher_ckpt)}}
     run = train(from_dict(ExperimentConfig, raw), data)
-    return run / "autoencoder.pt"
+    return RunDir(run).autoencoder
 
 
 def train_method(
@@ -206,10 +207,11 @@ def train_method(
         stage1_s = time.perf_counter() - tic
     run = train(distill_config(budget, out, method, teacher_ckpt, extra), data)
     if method.autoencoder:  # the stage-1 time is part of the method's training cost
-        summary = json.loads((run / "summary.json").read_text())
+        summary_path = RunDir(run).summary
+        summary = json.loads(summary_path.read_text())
         summary["train_time_s"] = round(summary["train_time_s"] + stage1_s, 2)
         summary["stage1_time_s"] = round(stage1_s, 2)
-        (run / "summary.json").write_text(json.dumps(summary, indent=2))
+        summary_path.write_text(json.dumps(summary, indent=2))
     return run
 
 
@@ -244,7 +246,7 @@ def run_demo(
             print(f"segkd demo: skipping {method.key}: loss terms not registered yet: {', '.join(missing)}")
             skipped.append({"method": method.key, "missing": missing})
             continue
-        runs.append(train_method(budget, out, method, teacher / "checkpoints" / "best.pt", data))
+        runs.append(train_method(budget, out, method, RunDir(teacher).best, data))
     rows = comparison_rows(runs)
     print_table(rows)
     total = time.perf_counter() - tic

@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from segkd.rundir import RunDir
+
 COLUMNS = ("model", "method", "params", "MMACs", "CPU ms", "val mIoU", "gain", "train s", "overhead")
 
 
 def comparison_rows(run_dirs: list[Path]) -> list[dict[str, Any]]:
     """One dict per run from its summary.json, with gain and time overhead over the ``baseline`` run."""
-    summaries = [json.loads((r / "summary.json").read_text()) | {"run_dir": str(r)} for r in run_dirs]
+    summaries = [json.loads(RunDir(r).summary.read_text()) | {"run_dir": str(r)} for r in run_dirs]
     base = next((s for s in summaries if s["method"] == "baseline"), None)
     for s in summaries:
         student = base is not None and s["model"] == base["model"]

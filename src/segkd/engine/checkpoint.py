@@ -23,6 +23,7 @@ from segkd.checkpoint_io import (
     read_checkpoint,
     write_checkpoint,
 )
+from segkd.rundir import RunDir
 
 
 def rng_state() -> dict[str, Any]:
@@ -79,21 +80,13 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return ckpt
 
 
-def checkpoint_dir(output_dir: str | os.PathLike[str]) -> Path:
-    """``RUN_DIR/checkpoints``."""
-    return Path(output_dir) / "checkpoints"
-
-
 def resolve_resume(resume: str | None, output_dir: str | os.PathLike[str]) -> Path | None:
     """Checkpoint to resume from: None, ``auto`` (latest.pt of the run if present) or an explicit path."""
     if resume in (None, "", "none"):
         return None
     if resume == "auto":
-        folder = checkpoint_dir(output_dir)
-        for name in ("latest.pt", PREVIOUS_NAME):
-            if (folder / name).is_file():
-                return folder / name
-        return None
+        run = RunDir(output_dir)
+        return next((path for path in (run.latest, run.previous) if path.is_file()), None)
     path = Path(resume)
     if not path.is_file():
         raise FileNotFoundError(f"train.resume: checkpoint not found: {path}")

@@ -13,7 +13,7 @@ from segkd.config_schema import ExperimentConfig
 from segkd.distributed import is_main_process, setup_distributed
 from segkd.engine import builder
 from segkd.engine.evaluator import format_table, run_evaluation, to_numpy_palette, write_eval_outputs
-from segkd.engine.rundir import RunDir
+from segkd.rundir import RunDir
 
 
 def load_student_weights(model: torch.nn.Module, path: str | Path, fmt: str = "auto") -> None:

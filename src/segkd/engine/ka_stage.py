@@ -16,6 +16,7 @@ import torch
 from segkd.config_schema import ExperimentConfig
 from segkd.distributed import barrier, is_main_process
 from segkd.engine import builder
+from segkd.rundir import RunDir
 
 
 def train_ka_autoencoder(
@@ -40,9 +41,9 @@ def train_ka_autoencoder(
             "final_loss": history[-1],
             "train_time_s": round(time.perf_counter() - tic, 2),
         }
-        save_autoencoder(run_dir / "autoencoder.pt", ae, meta)
+        save_autoencoder(RunDir(run_dir).autoencoder, ae, meta)
         print(
-            f"segkd train: auto-encoder saved to {run_dir / 'autoencoder.pt'} (final loss {history[-1]:.4g})"
+            f"segkd train: auto-encoder saved to {RunDir(run_dir).autoencoder} (final loss {history[-1]:.4g})"
         )
     barrier()
     return run_dir

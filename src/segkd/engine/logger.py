@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from segkd.distributed import is_main_process
+from segkd.rundir import RunDir
 
 
 class RunLogger:
@@ -22,8 +23,8 @@ class RunLogger:
         from tqdm import tqdm
 
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.jsonl = open(run_dir / "log.jsonl", "a")  # noqa: SIM115 - closed in close()
-        self.writer = SummaryWriter(str(run_dir / "tb"))
+        self.jsonl = open(RunDir(run_dir).log, "a")  # noqa: SIM115 - closed in close()
+        self.writer = SummaryWriter(str(RunDir(run_dir).tensorboard))
         self.bar = tqdm(
             total=total_iters, initial=start_iter, desc=run_dir.name, dynamic_ncols=True, mininterval=1.0
         )

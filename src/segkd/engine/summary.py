@@ -11,6 +11,7 @@ from torch import nn
 
 from segkd.config_schema import ExperimentConfig
 from segkd.models.profile import profile_model
+from segkd.rundir import RunDir
 
 
 def method_name(cfg: ExperimentConfig) -> str:
@@ -66,5 +67,5 @@ def write_summary(
     }
     if config_changes:
         summary["config_changes"] = config_changes
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    RunDir(run_dir).summary.write_text(json.dumps(summary, indent=2))
     return summary

@@ -29,7 +29,6 @@ from segkd.distributed import (
 from segkd.engine import builder
 from segkd.engine.checkpoint import (
     check_resume_config,
-    checkpoint_dir,
     load_resume_state,
     rng_state,
     save_checkpoint,
@@ -39,10 +38,10 @@ from segkd.engine.distiller import NonFiniteLossError
 from segkd.engine.evaluator import run_evaluation, to_numpy_palette, write_eval_outputs
 from segkd.engine.logger import RunLogger
 from segkd.engine.optim import ADVERSARY, STUDENT, build_optimizers
-from segkd.engine.rundir import RunDir
 from segkd.engine.seeding import seed_everything
 from segkd.engine.stop import GracefulStop, TrainingInterrupted
 from segkd.engine.summary import write_summary
+from segkd.rundir import RunDir
 
 
 def train(cfg: ExperimentConfig, data: builder.DataBundle | None = None) -> Path:
@@ -85,6 +84,7 @@ class Trainer:
         data: builder.DataBundle | None = None,
     ) -> None:
         self.cfg, self.device, self.run_dir = cfg, device, run_dir
+        self.run = RunDir(run_dir)
         seed_everything(cfg.train.seed, cfg.train.deterministic)  # the student's init depends on it
         self.data = data if data is not None else builder.build_data(cfg)
         self.meta = builder.run_meta(cfg, self.data)
@@ -189,7 +189,8 @@ class Trainer:
         self.sync_buffers()  # the checkpoint holds the statistics every rank validated with
         state = state if state is not None else self.state_dict()  # every rank joins the RNG gather
         if is_main_process():
-            save_checkpoint(state, checkpoint_dir(self.run_dir) / name, keep_previous=name == "latest.pt")
+            path = self.run.checkpoint(name)
+            save_checkpoint(state, path, keep_previous=path == self.run.latest)
 
     # ------------------------------------------------------------------------------------- training
     def _next_batch(self) -> dict[str, torch.Tensor]:
@@ -232,13 +233,13 @@ class Trainer:
             write_eval_outputs(
                 metrics,
                 samples,
-                self.run_dir / "eval",
+                self.run.eval,
                 to_numpy_palette(self.data.palette),
                 self.cfg.data.mean,
                 self.cfg.data.std,
                 self.data.ignore_index,
             )
-            self.save("best.pt")
+            self.save(self.run.best.name)
         logger.message(f"iter {self.iteration}: val mIoU {metrics['miou']:.2f} (best {self.best_miou:.2f})")
         return metrics["miou"]
 
@@ -260,7 +261,7 @@ class Trainer:
             self._validate_keeping_weights(logger)
             self.distiller.train()
         if validated or self._due(cfg.ckpt_interval):
-            self.save("latest.pt")
+            self.save(self.run.latest.name)
 
     def _validate_keeping_weights(self, logger: RunLogger) -> None:
         """Validate; if validation fails (e.g. an unreadable val image), save latest.pt first, then raise.
@@ -272,14 +273,10 @@ class Trainer:
             self.validate(logger)
         except Exception as err:
             if is_main_process():
-                save_checkpoint(
-                    self.state_dict(gather=False),
-                    checkpoint_dir(self.run_dir) / "latest.pt",
-                    keep_previous=True,
-                )
+                save_checkpoint(self.state_dict(gather=False), self.run.latest, keep_previous=True)
             raise ValidationFailed(
                 f"validation at iteration {self.iteration} failed: {err}; the trained weights are saved in "
-                f"{checkpoint_dir(self.run_dir) / 'latest.pt'} (fix the data, then segkd eval it or resume)"
+                f"{self.run.latest} (fix the data, then segkd eval it or resume)"
             ) from err
 
     def fit(self) -> None:
@@ -298,10 +295,8 @@ class Trainer:
                     self._iteration(logger)
                     signum = stop.requested(self.device)
                     if signum:
-                        self.save("latest.pt")
-                        raise TrainingInterrupted(
-                            signum, self.iteration, str(checkpoint_dir(self.run_dir) / "latest.pt")
-                        )
+                        self.save(self.run.latest.name)
+                        raise TrainingInterrupted(signum, self.iteration, str(self.run.latest))
         except (NonFiniteLossError, TrainingInterrupted, ValidationFailed) as err:
             logger.message(f"segkd train: {err}")
             raise

@@ -8,16 +8,14 @@ from pathlib import Path
 from torch import nn
 
 from segkd.export.metadata import ModelMeta
+from segkd.rundir import RunDir
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file, or a run directory (its ``checkpoints/best.pt``, else ``latest.pt``)."""
     path = Path(path)
     if path.is_dir():
-        for name in ("best.pt", "latest.pt"):
-            if (path / "checkpoints" / name).is_file():
-                return path / "checkpoints" / name
-        raise FileNotFoundError(f"{path}: no checkpoints/best.pt or checkpoints/latest.pt in this run dir")
+        return RunDir(path).trained_checkpoint()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     return path

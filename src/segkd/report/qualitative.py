@@ -12,13 +12,14 @@ import numpy as np
 import torch
 
 from segkd.report.runs import Run
+from segkd.rundir import RunDir
 
 
 def _dataset(run: Run):
     from segkd.config import load_config
     from segkd.data import build_dataset_from_config
 
-    cfg = load_config(run.path / "config.yaml")
+    cfg = load_config(RunDir(run.path).config)
     return cfg, build_dataset_from_config(cfg.data, cfg.data.val_split, train=False)
 
 

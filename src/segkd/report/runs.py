@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from segkd.rundir import RunDir
+
 BASELINE = "baseline"
 
 
@@ -50,11 +52,12 @@ def _read_json(path: Path) -> dict[str, Any]:
 def load_run(path: str | Path) -> Run:
     """Load one run directory; ``summary.json`` is required, ``eval/metrics.json`` optional."""
     path = Path(path)
-    if not (path / "summary.json").is_file():
+    run = RunDir(path)
+    if not run.summary.is_file():
         raise FileNotFoundError(f"{path}: no summary.json (not a finished segkd run directory)")
-    metrics_path = path / "eval" / "metrics.json"
+    metrics_path = run.eval / "metrics.json"
     metrics = _read_json(metrics_path) if metrics_path.is_file() else {}
-    return Run(path, _read_json(path / "summary.json"), metrics)
+    return Run(path, _read_json(run.summary), metrics)
 
 
 def baseline_of(run: Run, runs: list[Run]) -> Run | None:

@@ -71,6 +71,21 @@ class RunDir:
     def autoencoder(self) -> Path:
         return self.root / "autoencoder.pt"
 
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tb"
+
+    def checkpoint(self, name: str) -> Path:
+        """``checkpoints/<name>`` (``latest.pt``, ``best.pt``, ``previous.pt``)."""
+        return self.checkpoints / name
+
+    def trained_checkpoint(self) -> Path:
+        """The weights to use from a finished run: ``best.pt``, else ``latest.pt``."""
+        for path in (self.best, self.latest):
+            if path.is_file():
+                return path
+        raise FileNotFoundError(f"{self.root}: no checkpoints/best.pt or checkpoints/latest.pt in this run")
+
     def evaluation(
         self, checkpoint: str | os.PathLike[str], mode: str, scales: list[float], flip: bool
     ) -> Path:
