@@ -162,7 +162,8 @@ def apply_override(data: dict[str, Any], keys: list[str], value: Any, free_form:
     node: Any = data
     for depth, key in enumerate(keys[:-1]):
         node = _child(node, key, keys[: depth + 1], free_form)
-        free_form = free_form or key in _FREE_FORM_KEYS
+        # A stage's sections are merged over the recipe's and validated when the stage is built.
+        free_form = free_form or key in _FREE_FORM_KEYS or (keys[0] == "stages" and depth >= 1)
     last = keys[-1]
     if isinstance(node, list):
         index = _index(node, last, keys)

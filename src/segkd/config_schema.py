@@ -128,6 +128,21 @@ class DistillConfig:
 
 
 @dataclass
+class StageConfig:
+    """One stage of a multi-stage recipe (e.g. Knowledge Adaptation: auto-encoder, then distillation).
+
+    Its ``train`` / ``optim`` / ``distill`` mappings are merged over the recipe's own sections (and
+    validated) before the stage runs, in ``output_dir/<name>``. A loss option written ``AUTOENCODER`` is
+    replaced by the auto-encoder file of the recipe's ``train.stage: ka_autoencoder`` stage.
+    """
+
+    name: str = "stage"
+    train: dict[str, Any] = field(default_factory=dict)
+    optim: dict[str, Any] = field(default_factory=dict)
+    distill: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class ExperimentConfig:
     """The root of a config file."""
 
@@ -139,3 +154,4 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    stages: list[StageConfig] = field(default_factory=list)  # empty: one stage, this config as it is

@@ -15,7 +15,12 @@ __all__ = ["evaluate", "train"]
 
 
 def train(cfg: ExperimentConfig, data: Any = None) -> Path:
-    """Train as configured; see :func:`segkd.engine.trainer.train`."""
+    """Train as configured (every stage of a multi-stage recipe, in order; see
+    :mod:`segkd.engine.stages`); returns the run directory of the last stage."""
+    if cfg.stages:
+        from segkd.engine.stages import run_stages
+
+        return run_stages(cfg, data)
     from segkd.engine.trainer import train as _train
 
     return _train(cfg, data)
