@@ -66,7 +66,6 @@ class TrainConfig:
 
     stage: Literal["main", "ka_autoencoder"] = "main"  # ka_autoencoder: Knowledge Adaptation stage 1
     iters: int = 1000
-    aux_weight: float = 0.4
     log_interval: int = 10
     val_interval: int = 0  # 0: validate only at the end
     ckpt_interval: int = 0  # 0: checkpoint only at validation points and the end
@@ -120,8 +119,12 @@ class AdversaryOptimConfig:
 
 @dataclass
 class DistillConfig:
-    """Teacher and distillation terms; no teacher means plain supervised training."""
+    """The loss: task terms' weight and distillation terms; no teacher means plain supervised training.
 
+    total = CE + ``aux_weight`` * aux-head CE + sum of ``losses[i].weight`` * term i.
+    """
+
+    aux_weight: float = 0.4  # FCN auxiliary head's CE (training only; 0.4 in CIRKD / SKD / mmseg)
     teacher: ModelConfig | None = None
     losses: list[LossTermConfig] = field(default_factory=list)
     adversary_optim: AdversaryOptimConfig = field(default_factory=AdversaryOptimConfig)

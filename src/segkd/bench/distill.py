@@ -165,7 +165,7 @@ def bench_distill(cfg: ExperimentConfig, methods: list[str] | None = None, iters
                 continue
             weights = {name: term["weight"] for name, term in zip(losses, terms)}
             settings = StepSettings(cfg.train.amp, cfg.train.grad_clip, device)
-            distiller = Distiller(copy.deepcopy(student0), t, losses, weights, cfg.train.aux_weight,
+            distiller = Distiller(copy.deepcopy(student0), t, losses, weights, cfg.distill.aux_weight,
                                   settings=settings).to(device).train()
             step = _step_fn(distiller, {"image": images, "label": labels}, cfg)
             if _prepare(row, step, warmup, device):

@@ -111,7 +111,7 @@ def build_distiller(
             losses[name] = build_loss(term.name, spec, **term.options)
             weights[name] = term.weight
     settings = StepSettings(cfg.train.amp, cfg.train.grad_clip, device_type)
-    return Distiller(student, teacher, losses, weights, cfg.train.aux_weight, ignore_index, settings)
+    return Distiller(student, teacher, losses, weights, cfg.distill.aux_weight, ignore_index, settings)
 
 
 def run_meta(cfg: ExperimentConfig, data: DataBundle) -> dict[str, Any]:
