@@ -74,12 +74,14 @@ def distilled_check(out_dir: Path, teacher_ckpt: Path, device: torch.device) -> 
     trainer.fit()
     tensors = {f"student.{k}": v for k, v in trainer.distiller.student.state_dict().items()}
     tensors.update({f"losses.{k}": v for k, v in trainer.distiller.losses.state_dict().items()})
+    tensors.update({f"shared.{k}": v for k, v in trainer.distiller.shared.state_dict().items()})
     gathered = _gather(tensors)
     differ = [k for k in tensors if not torch.equal(gathered[0][k], gathered[1][k])]
     return {
         "distilled_find_unused": bool(ddp.find_unused_parameters),
         "distilled_differ": differ,
-        "distilled_has": sorted({k.split(".")[2] for k in tensors if k.startswith("losses.")}),
+        "distilled_has": sorted({k.split(".")[2] for k in tensors if k.startswith("losses.")}
+                                | {k.split(".")[1] for k in tensors if k.startswith("shared.")}),
     }
 
 

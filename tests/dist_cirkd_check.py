@@ -74,20 +74,20 @@ def check_memory_queues_identical() -> None:
         ref_feat = torch.nn.functional.normalize(ft_all, dim=1)
         mem.enqueue(ref_feat, labels_at(labels, ft_all), mem._generator(ft_all.device))
         mem.step += 1
-    state = p2p.state_dict()
+    state, ref_state = spec.shared.modules.state_dict(), spec1.shared.modules.state_dict()
     for key in (
-        "memory.pixel_queue.queue",
-        "memory.region_queue.queue",
-        "memory.pixel_queue.ptr",
-        "memory.region_queue.ptr",
-        "memory.step",
+        "cirkd_memory.pixel_queue.queue",
+        "cirkd_memory.region_queue.queue",
+        "cirkd_memory.pixel_queue.ptr",
+        "cirkd_memory.region_queue.ptr",
+        "cirkd_memory.step",
     ):
         mine = state[key]
         gathered = [torch.empty_like(mine) for _ in range(w)]
         dist.all_gather(gathered, mine)
         assert all(torch.equal(g, gathered[0]) for g in gathered), f"{key} differs across ranks"
-        assert torch.equal(mine, ref_p2p.state_dict()[key]), f"{key} differs from the single-process memory"
-    assert state["memory.pixel_queue.ptr"].sum() > 0 and state["memory.step"].item() == 4
+        assert torch.equal(mine, ref_state[key]), f"{key} differs from the single-process memory"
+    assert state["cirkd_memory.pixel_queue.ptr"].sum() > 0 and state["cirkd_memory.step"].item() == 4
 
 
 def labels_at(labels: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:

@@ -203,12 +203,14 @@ def test_distilled_resume_restores_discriminator_queues_and_projector(
 
     a = load_checkpoint(full / "checkpoints" / "latest.pt")
     b = load_checkpoint(resumed / "checkpoints" / "latest.pt")
-    for part in ("model", "losses"):
+    for part in ("model", "losses", "shared"):
         flat_a, flat_b = _flatten(a[part]), _flatten(b[part])
         assert flat_a.keys() == flat_b.keys()
         for key, value in flat_a.items():
             assert torch.equal(value, flat_b[key]), f"{part}.{key}"
-    assert any("queue" in key for key in _flatten(a["losses"]))
+    shared = _flatten(a["shared"])  # the distiller's named shared modules: CIRKD's projector and queues
+    assert any(k.startswith("cirkd_memory.pixel_queue") for k in shared)
+    assert any(k.startswith("cirkd_memory.projector") for k in shared)
     assert any("discriminator" in key for key in _flatten(a["losses"]))
     assert a["adversary"] and _flatten(a["adversary"]).keys() == _flatten(b["adversary"]).keys()
     for key, value in _flatten(a["adversary"]).items():

@@ -248,13 +248,16 @@ def test_memory_terms_share_projector_queues_and_enqueue_once() -> None:
     spec = _spec()
     p2p, p2r = _memory_losses(spec)
     assert p2p.shared_memory is p2r.shared_memory
-    assert len(list(p2r.parameters())) == 0 and len(list(p2p.parameters())) == 4  # conv, BN weight+bias, conv
+    assert list(spec.shared.modules) == ["cirkd_memory"]  # owned by the distiller, named
+    assert len(list(p2r.parameters())) == 0 and len(list(p2p.parameters())) == 0  # the terms hold references
+    projector = list(spec.shared.modules.parameters())
+    assert len(projector) == 4  # conv, BN weight+bias, conv
     fs, ft, batch = _step_inputs(0)
     total = p2p(out(fs), out(ft), batch) + p2r(out(fs), out(ft), batch)
-    assert p2p.shared_memory.step.item() == 1  # one enqueue for both terms
+    assert p2p.shared_memory.step.item() == 1  # one enqueue for both terms (batch.memo)
     total.backward()
     assert fs.grad is not None and fs.grad.abs().sum() > 0
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in p2p.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in projector)
     assert ft.grad is None
     assert total.item() > 0
     other_p2p, _ = _memory_losses(_spec())  # another spec (another run): its own memory
@@ -288,12 +291,12 @@ def test_memory_state_dict_round_trip() -> None:
         fs, ft, batch = _step_inputs(seed)
         p2p(out(fs), out(ft), batch)
         p2r(out(fs), out(ft), batch)
-    state = {k: v.clone() for k, v in p2p.state_dict().items()}
-    assert state["memory.step"].item() == 3 and state["memory.region_queue.ptr"].sum() > 0
-    new_p2p, new_p2r = _memory_losses(_spec())
-    new_p2p.load_state_dict(state)
-    assert new_p2r.load_state_dict(p2r.state_dict()) is not None
-    for key, value in new_p2p.state_dict().items():
+    state = {k: v.clone() for k, v in spec.shared.modules.state_dict().items()}
+    assert state["cirkd_memory.step"].item() == 3 and state["cirkd_memory.region_queue.ptr"].sum() > 0
+    new_spec = _spec()
+    new_p2p, new_p2r = _memory_losses(new_spec)
+    new_spec.shared.modules.load_state_dict(state)
+    for key, value in new_spec.shared.modules.state_dict().items():
         assert torch.equal(value, state[key]), key
     fs, ft, batch = _step_inputs(7)  # same next step -> same queues (seeded by the restored step)
     for losses in ((p2p, p2r), (new_p2p, new_p2r)):

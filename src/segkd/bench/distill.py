@@ -18,6 +18,7 @@ after the warm-up steps, and all of them before any timing (which then runs with
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 from segkd.bench.memory import measure_peak, settle_allocator
 from segkd.bench.timing import summarise, time_calls
 from segkd.config_schema import ExperimentConfig
+from segkd.losses.base import SharedModules
 from segkd.rundir import RunDir
 
 RECIPES = Path(__file__).resolve().parents[3] / "configs" / "_base" / "methods"
@@ -158,15 +160,16 @@ def bench_distill(cfg: ExperimentConfig, methods: list[str] | None = None, iters
         for name, terms, t in plan:
             row = StepRow(name, [t["name"] for t in terms])
             rows.append(row)
+            method_spec = dataclasses.replace(spec, shared=SharedModules())  # shared modules per method
             try:
-                losses = _losses(terms, spec, ae_path)
+                losses = _losses(terms, method_spec, ae_path)
             except Exception as err:  # noqa: BLE001
                 row.note = f"n/a: {type(err).__name__}: {str(err).splitlines()[0][:160]}"
                 continue
             weights = {name: term["weight"] for name, term in zip(losses, terms)}
             settings = StepSettings(cfg.train.amp, cfg.train.grad_clip, device)
             distiller = Distiller(copy.deepcopy(student0), t, losses, weights, cfg.distill.aux_weight,
-                                  settings=settings).to(device).train()
+                                  settings=settings, shared=method_spec.shared.modules).to(device).train()
             step = _step_fn(distiller, {"image": images, "label": labels}, cfg)
             if _prepare(row, step, warmup, device):
                 steps[len(rows) - 1] = step
@@ -183,8 +186,6 @@ def bench_distill(cfg: ExperimentConfig, methods: list[str] | None = None, iters
 
 
 def _clean(model_cfg):
-    import dataclasses
-
     return dataclasses.replace(model_cfg, checkpoint=None, pretrained=False)
 
 

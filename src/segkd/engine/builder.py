@@ -101,7 +101,7 @@ def build_distiller(
     step with the run's AMP and clipping settings on ``device_type``."""
     from segkd.losses import build_loss
 
-    losses, weights = {}, {}
+    losses, weights, shared = {}, {}, None
     if cfg.distill.losses:
         if teacher is None:
             raise ValueError("config: distill.losses is set but distill.teacher is missing")
@@ -110,8 +110,11 @@ def build_distiller(
         for name, term in zip(names, cfg.distill.losses):
             losses[name] = build_loss(term.name, spec, **term.options)
             weights[name] = term.weight
+        shared = spec.shared.modules
     settings = StepSettings(cfg.train.amp, cfg.train.grad_clip, device_type)
-    return Distiller(student, teacher, losses, weights, cfg.distill.aux_weight, ignore_index, settings)
+    return Distiller(
+        student, teacher, losses, weights, cfg.distill.aux_weight, ignore_index, settings, shared
+    )
 
 
 def run_meta(cfg: ExperimentConfig, data: DataBundle) -> dict[str, Any]:

@@ -84,11 +84,17 @@ class TrainableNet(nn.Module):
     """
 
     def __init__(
-        self, student: nn.Module, losses: nn.ModuleDict, aux_weight: float, ignore_index: int
+        self,
+        student: nn.Module,
+        losses: nn.ModuleDict,
+        aux_weight: float,
+        ignore_index: int,
+        shared: nn.ModuleDict | None = None,
     ) -> None:
         super().__init__()
         self.student = student
         self.losses = losses
+        self.shared = shared if shared is not None else nn.ModuleDict()
         self.aux_weight = aux_weight
         self.ignore_index = ignore_index
 
@@ -126,6 +132,7 @@ class Distiller(nn.Module):
         aux_weight: float = 0.4,
         ignore_index: int = IGNORE_INDEX,
         settings: StepSettings | None = None,
+        shared: nn.ModuleDict | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings or StepSettings()
@@ -133,7 +140,8 @@ class Distiller(nn.Module):
         self.scaler = torch.amp.GradScaler(self.settings.device_type, enabled=self.settings.amp == "fp16")
         if losses and teacher is None:
             raise ValueError("distill.losses are set but distill.teacher is missing")
-        self.net = TrainableNet(student, nn.ModuleDict(losses), aux_weight, ignore_index)
+        self.net = TrainableNet(student, nn.ModuleDict(losses), aux_weight, ignore_index, shared)
+        _check_shared(losses, self.net.shared)
         self.teacher = teacher
         if teacher is not None:
             teacher.requires_grad_(False)
@@ -148,6 +156,11 @@ class Distiller(nn.Module):
     @property
     def losses(self) -> nn.ModuleDict:
         return self.net.losses
+
+    @property
+    def shared(self) -> nn.ModuleDict:
+        """Modules several terms use (CIRKD projector + queues, KA encoder), by name."""
+        return self.net.shared
 
     def train(self, mode: bool = True) -> Distiller:
         """Switch student and losses; the teacher stays in eval mode whatever ``mode`` is."""
@@ -175,7 +188,7 @@ class Distiller(nn.Module):
     def _ddp_ignored_names(self) -> list[str]:
         adversary = {id(p) for loss in self.losses.values() for p in loss.adversary_parameters()}
         names = [n for n, p in self.net.named_parameters() if id(p) in adversary]
-        return names + [n for n, _ in self.net.named_buffers() if n.startswith("losses.")]
+        return names + [n for n, _ in self.net.named_buffers() if n.startswith(("losses.", "shared."))]
 
     def no_sync(self) -> Any:
         """Context skipping the DDP gradient all-reduce (gradient accumulation micro-steps)."""
@@ -271,13 +284,27 @@ class Distiller(nn.Module):
         return logged
 
     def student_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of the student optimizer: loss-owned trainable modules (not adversaries)."""
+        """Parameters of the student optimizer besides the student's: the terms' trainable modules (not
+        adversaries) and the trainable shared modules (CIRKD's projector)."""
         for loss in self.losses.values():
             yield from (p for p in loss.student_parameters() if p.requires_grad)
+        yield from (p for p in self.shared.parameters() if p.requires_grad)
 
     def adversarial_losses(self) -> dict[str, DistillLoss]:
         """Terms that own an adversary (a discriminator with its own optimizer)."""
         return {n: loss for n, loss in self.losses.items() if loss.adversary_parameters()}
+
+
+def _check_shared(losses: dict[str, DistillLoss], shared: nn.ModuleDict) -> None:
+    """Every shared module a term uses must be given to the distiller (else it would not be trained,
+    moved to the device or checkpointed)."""
+    owned = {id(m) for m in shared.values()}
+    for name, loss in losses.items():
+        if any(id(m) not in owned for m in loss.shared_references()):
+            raise ValueError(
+                f"term '{name}' uses a shared module the distiller was not given: pass "
+                "shared=spec.shared.modules of the DistillSpec the terms were built with"
+            )
 
 
 def distill_spec(

@@ -127,6 +127,7 @@ class Trainer:
         self.distiller.student.load_state_dict(state["model"])
         for name, loss in self.distiller.losses.items():
             loss.load_state_dict(state["losses"][name])
+        self.distiller.shared.load_state_dict(state.get("shared", {}))
         student = self.optimizers[STUDENT]
         student.optimizer.load_state_dict(state["optimizer"])
         student.scheduler.load_state_dict(state["scheduler"])
@@ -159,6 +160,7 @@ class Trainer:
         return {
             "model": self.distiller.student.state_dict(),
             "losses": {n: loss.state_dict() for n, loss in self.distiller.losses.items()},
+            "shared": self.distiller.shared.state_dict(),
             "optimizer": self.optimizers[STUDENT].optimizer.state_dict(),
             "scheduler": self.optimizers[STUDENT].scheduler.state_dict(),
             "adversary": {

@@ -30,9 +30,29 @@ from segkd.models.outputs import SegOutput
 from segkd.registry import Registry
 
 
+class SharedModules:
+    """Modules that several terms of one distiller use: CIRKD's projector and queues (p2p and p2r), KA's
+    frozen encoder (adaptation and affinity).
+
+    The first term that asks for a name creates the module (:meth:`get_or_create`); the distiller owns
+    them as its named member ``shared`` (state dict keys ``shared.<name>.*``: trained with the student
+    when trainable, checkpointed once), and the terms keep plain references to them, never sub-modules.
+    """
+
+    def __init__(self) -> None:
+        self.modules = nn.ModuleDict()
+
+    def get_or_create(self, name: str, factory: Any) -> nn.Module:
+        """The module registered as ``name``, built by ``factory()`` on first use."""
+        if name not in self.modules:
+            self.modules[name] = factory()
+        return self.modules[name]
+
+
 @dataclass
 class DistillSpec:
-    """Shapes a loss needs to build its own modules (projection heads, adapters, discriminator)."""
+    """Shapes a loss needs to build its own modules (projection heads, adapters, discriminator), and the
+    distiller's :class:`SharedModules` through which terms share modules."""
 
     num_classes: int
     student_feat_channels: int
@@ -41,6 +61,7 @@ class DistillSpec:
     teacher_stage_channels: list[int] = field(default_factory=list)
     ignore_index: int = IGNORE_INDEX
     image_channels: int = 3
+    shared: SharedModules = field(default_factory=SharedModules)
 
 
 @dataclass
@@ -50,10 +71,13 @@ class DistillBatch:
     Attributes:
         images: normalised input images, (N, 3, H, W).
         labels: ground-truth class ids, (N, H, W), ``ignore_index`` for unlabelled pixels.
+        memo: results several terms of this one forward share (a shared module's per-step output, e.g.
+            CIRKD's projected anchors and sampled contrast sets): a fresh dict for every forward.
     """
 
     images: Tensor
     labels: Tensor
+    memo: dict[str, Any] = field(default_factory=dict)
 
 
 class DistillLoss(nn.Module):
@@ -66,6 +90,10 @@ class DistillLoss(nn.Module):
         """Parameters trained together with the student (default: all but the adversary's)."""
         adversary = {id(p) for p in self.adversary_parameters()}
         return (p for p in self.parameters() if id(p) not in adversary)
+
+    def shared_references(self) -> list[nn.Module]:
+        """The distiller's shared modules this term uses (held by reference, see :class:`SharedModules`)."""
+        return []
 
     def adversary_parameters(self) -> list[nn.Parameter]:
         """Parameters trained by the term's own optimizer (a discriminator); none by default."""

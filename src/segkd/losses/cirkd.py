@@ -37,8 +37,6 @@ from segkd.losses.functional.common import downsample_labels, resize_to
 from segkd.losses.queues import ClassQueue, rank_within_group
 from segkd.models.outputs import SegOutput
 
-_SPEC_CACHE_ATTR = "_segkd_cirkd_memories"
-
 
 @LOSSES.register("cirkd_batch_p2p")
 class CIRKDBatchP2P(DistillLoss):
@@ -116,7 +114,9 @@ class CIRKDMemory(nn.Module):
 
     Buffers: ``pixel_queue.*``, ``region_queue.*`` (see :class:`ClassQueue`) and ``step`` (enqueue count,
     which seeds the rank-identical random draws). Queues are created on demand by :meth:`require`, so a
-    run with only one memory term does not allocate the other (large) queue.
+    run with only one memory term does not allocate the other (large) queue. One instance per distiller
+    and memory options, in :class:`~segkd.losses.base.SharedModules`; its per-step output is computed once
+    and kept in the forward's ``batch.memo`` for the other term.
     """
 
     def __init__(
@@ -140,21 +140,26 @@ class CIRKDMemory(nn.Module):
             "region": region_contrast_size // self.num_classes + 1,
         }
         self.pixels_per_update = pixels_per_update
+        self.options = dict(
+            pixel_memory_size=pixel_memory_size,
+            region_memory_size=region_memory_size,
+            pixel_contrast_size=pixel_contrast_size,
+            region_contrast_size=region_contrast_size,
+            pixels_per_update=pixels_per_update,
+            seed=seed,
+        )
         self.projector = build_projector(spec.student_feat_channels, spec.teacher_feat_channels)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.pixel_queue: ClassQueue | None = None
         self.region_queue: ClassQueue | None = None
-        self.users = 0
-        self._cache: tuple[tuple[Tensor, Tensor, Tensor], MemoryStep, int] | None = None
 
     def require(self, kind: str) -> None:
-        """Create the ``kind`` ("pixel" or "region") queue if missing and count one more user term."""
+        """Create the ``kind`` ("pixel" or "region") queue if missing."""
         name = f"{kind}_queue"
         if getattr(self, name) is None:
             seed = self.seed + (1 if kind == "region" else 0)
             queue = ClassQueue(self.num_classes, self.memory_sizes[kind], self.dim, seed=seed)
             setattr(self, name, queue.to(self.step.device))
-        self.users += 1
 
     def _generator(self, device: torch.device) -> torch.Generator:
         """A generator seeded from (seed, step): the same draws on every rank and after resume."""
@@ -190,15 +195,12 @@ class CIRKDMemory(nn.Module):
         return F.normalize(sums[present], p=2, dim=1), ids % self.num_classes
 
     def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> MemoryStep:
-        """Project, enqueue (training mode only) and sample, once per step (cached for the other term)."""
-        key = (student.feat, teacher.feat, batch.labels)
-        if self._cache is not None and all(a is b for a, b in zip(self._cache[0], key, strict=True)):
-            step, left = self._cache[1], self._cache[2] - 1
-            self._cache = (key, step, left) if left > 0 else None
-            return step
-        step = self._compute(student, teacher, batch)
-        self._cache = (key, step, self.users - 1) if self.users > 1 else None
-        return step
+        """Project, enqueue (training mode only) and sample, once per forward: the first term computes
+        it, the other reads it from ``batch.memo``."""
+        key = f"cirkd_memory:{id(self)}"
+        if key not in batch.memo:
+            batch.memo[key] = self._compute(student, teacher, batch)
+        return batch.memo[key]
 
     def _compute(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> MemoryStep:
         size = tuple(student.feat.shape[-2:])
@@ -220,17 +222,23 @@ class CIRKDMemory(nn.Module):
         return MemoryStep(anchor_s, anchor_t, pixels, regions)
 
 
-def shared_memory(spec: DistillSpec, kind: str, options: dict) -> tuple[CIRKDMemory, bool]:
-    """The :class:`CIRKDMemory` cached on ``spec`` for these options (created if absent) and whether the
-    caller is its first user (then it must own it as a sub-module)."""
-    cache: dict = spec.__dict__.setdefault(_SPEC_CACHE_ATTR, {})
-    key = tuple(sorted(options.items()))
-    created = key not in cache
-    if created:
-        cache[key] = CIRKDMemory(spec, **options)
-    memory = cache[key]
+def shared_memory(spec: DistillSpec, kind: str, options: dict) -> CIRKDMemory:
+    """The distiller's :class:`CIRKDMemory` for these options (created on first use) with a ``kind``
+    queue; named ``cirkd_memory`` (``cirkd_memory_<n>`` for further option sets) in ``spec.shared``."""
+    shared = spec.shared.modules
+    same = [name for name, m in shared.items() if isinstance(m, CIRKDMemory) and m.options == options]
+    name = same[0] if same else _free_name(shared, "cirkd_memory")
+    memory = spec.shared.get_or_create(name, lambda: CIRKDMemory(spec, **options))
     memory.require(kind)
-    return memory, created
+    return memory
+
+
+def _free_name(modules: nn.ModuleDict, base: str) -> str:
+    name, n = base, 1
+    while name in modules:
+        n += 1
+        name = f"{base}_{n}"
+    return name
 
 
 class _CIRKDMemoryTerm(DistillLoss):
@@ -262,19 +270,18 @@ class _CIRKDMemoryTerm(DistillLoss):
             pixels_per_update=pixels_per_update,
             seed=seed,
         )
-        if share:
-            memory, owner = shared_memory(spec, self.kind, options)
+        if share:  # a plain reference: the distiller owns the module (``shared``), not this term
+            self._shared = (shared_memory(spec, self.kind, options),)
         else:
-            memory, owner = CIRKDMemory(spec, **options), True
-            memory.require(self.kind)
-        if owner:
-            self.memory = memory
-        else:  # plain reference, not a sub-module: parameters and buffers are registered once, by the owner
-            self._shared = (memory,)
+            self.memory = CIRKDMemory(spec, **options)
+            self.memory.require(self.kind)
 
     @property
     def shared_memory(self) -> CIRKDMemory:
         return self.memory if "memory" in self._modules else self._shared[0]
+
+    def shared_references(self) -> list[nn.Module]:
+        return list(getattr(self, "_shared", ()))
 
     def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
         step = self.shared_memory(student, teacher, batch)

@@ -160,46 +160,48 @@ def adapter(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class FrozenEncoder(nn.Module):
-    """The stage-1 encoder E, frozen, remembering its last output.
+    """The stage-1 encoder E, frozen (BN statistics included).
 
-    ``ka_adapt`` and ``ka_affinity`` both need E(teacher feat) of the same step; the terms share one
-    instance (see :func:`shared_encoder`), so the encoder runs once per step, not once per term.
+    ``ka_adapt`` and ``ka_affinity`` both need E(teacher feat) of the same step: the distiller holds one
+    instance in its shared modules (:func:`shared_encoder`) and the first term's output is kept in the
+    forward's ``batch.memo``, so the encoder runs once per step, not once per term.
     """
 
-    def __init__(self, encoder: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, config: dict[str, Any]) -> None:
         super().__init__()
-        self.net = encoder.requires_grad_(False).eval()
-        self._last: tuple[Tensor, Tensor] | None = None
+        self.net = encoder.requires_grad_(False)
+        self.config = dict(config)
+        self.train(False)
 
     def train(self, mode: bool = True) -> FrozenEncoder:
-        return super().train(False)  # frozen in stage 2, BN statistics included
+        return super().train(False)
 
-    @torch.no_grad()
-    def forward(self, teacher_feat: Tensor) -> Tensor:
-        if self._last is None or self._last[0] is not teacher_feat:
-            self._last = (teacher_feat, self.net(teacher_feat))
-        return self._last[1]
-
-
-_SPEC_CACHE_ATTR = "_ka_encoders"
+    def forward(self, teacher_feat: Tensor, batch: DistillBatch) -> Tensor:
+        key = f"ka_encoder:{id(self)}"
+        if key not in batch.memo:
+            with torch.no_grad():
+                batch.memo[key] = self.net(teacher_feat)
+        return batch.memo[key]
 
 
-def shared_encoder(spec: DistillSpec, path: str) -> tuple[FrozenEncoder, dict[str, Any]]:
-    """One :class:`FrozenEncoder` per (distillation set-up, auto-encoder file), cached on ``spec``.
-
-    Caching on the spec object (not globally) shares the encoder between the terms of one run and
-    nothing beyond it.
-    """
-    cache: dict = spec.__dict__.setdefault(_SPEC_CACHE_ATTR, {})
-    if path not in cache:
-        ae, _ = load_autoencoder(path)
-        if ae.config["in_channels"] != spec.teacher_feat_channels:
-            raise ValueError(
-                f"{path}: auto-encoder expects {ae.config['in_channels']} teacher channels, "
-                f"the teacher has {spec.teacher_feat_channels}"
-            )
-        cache[path] = (FrozenEncoder(ae.encoder), ae.config)
-    return cache[path]
+def shared_encoder(spec: DistillSpec, path: str) -> FrozenEncoder:
+    """The distiller's :class:`FrozenEncoder` of the auto-encoder file ``path`` (loaded on first use),
+    named ``ka_encoder`` (``ka_encoder_<n>`` for further files) in ``spec.shared``."""
+    shared = spec.shared.modules
+    same = [name for name, m in shared.items() if isinstance(m, FrozenEncoder) and m.config["path"] == path]
+    if same:
+        return shared[same[0]]
+    ae, _ = load_autoencoder(path)
+    if ae.config["in_channels"] != spec.teacher_feat_channels:
+        raise ValueError(
+            f"{path}: auto-encoder expects {ae.config['in_channels']} teacher channels, "
+            f"the teacher has {spec.teacher_feat_channels}"
+        )
+    name, n = "ka_encoder", 1
+    while name in shared:
+        n += 1
+        name = f"ka_encoder_{n}"
+    return spec.shared.get_or_create(name, lambda: FrozenEncoder(ae.encoder, {**ae.config, "path": path}))
 
 
 class _KATerm(DistillLoss):
@@ -212,15 +214,23 @@ class _KATerm(DistillLoss):
                 f"{type(self).__name__}: option 'autoencoder' (path to autoencoder.pt from "
                 "train.stage=ka_autoencoder) is required"
             )
-        self.encoder, config = shared_encoder(spec, str(autoencoder))
-        self.adapter = adapter(spec.student_feat_channels, config["latent_channels"])
+        self._encoder = (shared_encoder(spec, str(autoencoder)),)  # owned by the distiller (``shared``)
+        self.adapter = adapter(spec.student_feat_channels, self._encoder[0].config["latent_channels"])
+
+    @property
+    def encoder(self) -> FrozenEncoder:
+        """The distiller's shared frozen encoder this term reads."""
+        return self._encoder[0]
 
     def student_parameters(self) -> Iterator[nn.Parameter]:
         return (p for p in self.adapter.parameters())
 
-    def aligned(self, student: SegOutput, teacher: SegOutput) -> tuple[Tensor, Tensor]:
+    def shared_references(self) -> list[nn.Module]:
+        return list(self._encoder)
+
+    def aligned(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> tuple[Tensor, Tensor]:
         """(E(teacher feat), adapter(student feat)) at a common size."""
-        latent = self.encoder(teacher.feat)  # no_grad inside; same tensor for both terms
+        latent = self.encoder(teacher.feat, batch)  # no_grad inside; one run for both terms
         adapted, latent = align_to_larger(self.adapter(student.feat), latent)
         return latent, adapted
 
@@ -239,7 +249,7 @@ class KAAdapt(_KATerm):
         self.reduction = reduction
 
     def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
-        latent, adapted = self.aligned(student, teacher)
+        latent, adapted = self.aligned(student, teacher, batch)
         return ka_adaptation_loss(latent, adapted, self.reduction)
 
 
@@ -251,5 +261,5 @@ class KAAffinity(_KATerm):
         super().__init__(spec, autoencoder)
 
     def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
-        latent, adapted = self.aligned(student, teacher)
+        latent, adapted = self.aligned(student, teacher, batch)
         return ka_affinity_loss(latent, adapted)
