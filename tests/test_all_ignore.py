@@ -1,4 +1,4 @@
-"""A batch whose labels are all ignore (255): task loss 0 with a zero gradient, no NaN in any label-reading term."""
+"""All-ignore batches (labels all 255): task loss 0 with zero gradient; no NaN in label-reading terms."""
 
 from __future__ import annotations
 
@@ -57,7 +57,8 @@ def test_training_step_on_all_ignored_batch_is_finite_and_keeps_weights():
     """Supervised step (CE + aux CE) on an all-ignored batch: total 0, weights unchanged by SGD."""
     student, _ = _pair()
     distiller = Distiller(student, None, {}, {}, aux_weight=0.4)
-    before = {k: v.clone() for k, v in student.state_dict().items() if "running" not in k and "tracked" not in k}
+    state = student.state_dict()
+    before = {k: v.clone() for k, v in state.items() if "running" not in k and "tracked" not in k}
     optimizer = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9)
     total, terms = distiller(torch.randn(2, 3, 32, 32), torch.full((2, 32, 32), IGNORE))
     total.backward()
@@ -78,7 +79,9 @@ LABEL_READING_TERMS = [
 
 
 @pytest.mark.parametrize(("name", "options", "expected"), LABEL_READING_TERMS)
-def test_label_reading_terms_are_finite_on_all_ignored_batch(name: str, options: dict, expected: float | None):
+def test_label_reading_terms_are_finite_on_all_ignored_batch(
+    name: str, options: dict, expected: float | None
+):
     """After one labelled batch (memories filled) an all-ignored batch gives a finite term and gradient."""
     student, teacher = _pair()
     loss = build_loss(name, distill_spec(student, teacher, 3), **options)
