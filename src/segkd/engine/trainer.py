@@ -91,6 +91,10 @@ class Trainer:
         if is_dist_initialized() and device.type == "cuda":
             # SyncBatchNorm needs CUDA tensors; with gloo on CPU plain BatchNorm stays (buffers from rank 0).
             student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
+        from segkd.distributed import world_size
+        from segkd.models.batchnorm import check_batch_size
+
+        check_batch_size(student, cfg.data.batch_size, world_size())  # names data.batch_size before step 1
         self.distiller = builder.build_distiller(
             cfg, student, teacher, self.data.num_classes, self.data.ignore_index
         ).to(device)
