@@ -110,6 +110,7 @@ class DistillConfig:
     teacher: ModelConfig | None = None
     losses: list[LossTermConfig] = field(default_factory=list)
     adversary_optim: dict[str, Any] = field(default_factory=dict)  # discriminator optimizer overrides
+    allow_untrained_teacher: bool = False  # else a teacher without a checkpoint is an error
 
 
 @dataclass
