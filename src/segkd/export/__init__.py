@@ -41,9 +41,13 @@ def export_model(model: torch.nn.Module, meta: ModelMeta, path: str | Path, fmt:
     meta.input_size, meta.dynamic = [int(size[0]), int(size[1])], bool(dynamic)
     example = torch.zeros(1, 3, *size)
     if fmt == "onnx":
+        from segkd.export.dynamic_pool import dynamic_export_copy
         from segkd.export.onnx_export import export_onnx
 
-        path, exporter = export_onnx(graph, example, path, meta, dynamic)
+        # Adaptive pooling with fixed bin indices would pin the exported size; parity is still checked
+        # against the unmodified graph.
+        target = dynamic_export_copy(graph) if dynamic else graph
+        path, exporter = export_onnx(target, example, path, meta, dynamic)
         exported = onnx_runner(onnx_session(path))
     elif fmt == "torchscript":
         from segkd.export.torchscript_export import export_torchscript, load_torchscript
