@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segkd.data.base import IGNORE_INDEX, DatasetError, SegDataset, read_image, read_label
+from segkd.data.base import IGNORE_INDEX, DatasetError, FilePairDataset, SegDataset, read_image, read_label
 
 TAIL_BYTES = 1024  # bytes read from the end of a file to find its end marker
 END_MARKERS = {"PNG": b"IEND", "JPEG": b"\xff\xd9"}
@@ -68,7 +68,8 @@ def preflight_split(dataset: SegDataset, split: str = "", sample: int = 16) -> P
     report = PreflightReport(split)
     report.problems.extend(dataset.problems)
     bad_indices: set[int] = set()
-    for index, pair in enumerate(getattr(dataset, "samples", None) or []):
+    pairs = dataset.samples if isinstance(dataset, FilePairDataset) else []
+    for index, pair in enumerate(pairs):
         found = _pair_problems(Path(pair.image), Path(pair.label))
         report.header_checked += 1
         if found:
