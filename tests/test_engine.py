@@ -93,6 +93,7 @@ def test_nan_loss_stops_naming_term_and_keeps_last_good_checkpoint(tmp_path: Pat
         iters=6,
         train__ckpt_interval=2,
         distill__teacher__name="test_tiny_teacher",
+        distill__allow_untrained_teacher="true",
         distill__losses="[{name: test_nan_after, weight: 1.0, options: {after: 3}}]",
     )
     with pytest.raises(NonFiniteLossError, match=r"'test_nan_after' is nan at iteration 3"):
@@ -105,6 +106,7 @@ def test_nan_loss_stops_naming_term_and_keeps_last_good_checkpoint(tmp_path: Pat
 def test_cli_nan_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture):
     args = tiny_overrides(tmp_path / "cli", iters=3) + [
         "distill.teacher.name=test_tiny_teacher",
+        "distill.allow_untrained_teacher=true",
         "distill.losses=[{name: test_nan_after, options: {after: 0}}]",
     ]
     config = tmp_path / "empty.yaml"

@@ -37,7 +37,7 @@ def test_predict_checkpoint_labels_match_model(tmp_path, images):
     ckpt, model = make_checkpoint(tmp_path / "s.pt")
     out = tmp_path / "out"
     assert main(["predict", str(ckpt), str(images), "--out", str(out), "--no-progress"]) == 0
-    _check_outputs(out, {"a": (30, 44), "b": (40, 24)})
+    _check_outputs(out, {"a": (30, 44), "sub/b": (40, 24)})  # paths relative to the folder are kept
     image = np.asarray(Image.open(images / "a.png").convert("RGB"), np.float32) / 255
     x = torch.from_numpy(((image - [0.5, 0.4, 0.3]) / 0.2).astype(np.float32)).permute(2, 0, 1)[None]
     with torch.no_grad():

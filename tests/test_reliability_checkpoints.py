@@ -321,8 +321,9 @@ def test_a_run_that_fails_to_build_writes_nothing(tmp_path: Path, capsys: pytest
     config = _empty_config(tmp_path)
     bad_option = "distill.losses=[{name: kd, options: {tempp: 2}}]"
     teacher = "distill.teacher={name: test_tiny_teacher}"
+    opt_in = "distill.allow_untrained_teacher=true"  # an untrained teacher is fine for this test
     # A new run directory: not even created.
-    argv = ["train", str(config), *tiny_overrides(tmp_path / "new", iters=2), teacher, bad_option]
+    argv = ["train", str(config), *tiny_overrides(tmp_path / "new", iters=2), teacher, opt_in, bad_option]
     assert cli_main(argv) == 2
     assert "tempp" in capsys.readouterr().err and not (tmp_path / "new").exists()
     # A finished run resumed with a misspelt option: its config.yaml and checkpoints stay as they were.
@@ -331,7 +332,8 @@ def test_a_run_that_fails_to_build_writes_nothing(tmp_path: Path, capsys: pytest
     argv = ["train", str(config), *tiny_overrides(run, iters=3), "train.resume=auto", "optim.lrr=1"]
     assert cli_main(argv) == 2
     assert "optim.lrr" in capsys.readouterr().err
-    argv = ["train", str(config), *tiny_overrides(run, iters=3), "train.resume=auto", teacher, bad_option]
+    argv = ["train", str(config), *tiny_overrides(run, iters=3), "train.resume=auto", teacher, opt_in]
+    argv.append(bad_option)
     assert cli_main(argv) == 2
     assert "tempp" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in kept} == kept

@@ -22,6 +22,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     base = train(tiny_config(root / "base", iters=2))
     kd = train(tiny_config(root / "kd", iters=2, distill__teacher="{name: test_tiny_teacher}",
+                           distill__allow_untrained_teacher="true",
                            distill__losses="[{name: kd}]"))
     return base, kd
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -28,6 +29,29 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config key is unknown, has a value of the wrong type, or a file cannot be read."""
+
+
+# A decimal number as people write them: 1e-3, 5E4, -2.5e+1, .5, 3. (YAML 1.1 resolves "1e-3" to a string
+# because its float pattern requires a dot; no inf/nan, no underscores, no hex).
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads exponent notation without a dot (``1e-3``) as a float.
+
+    YAML 1.2 does; YAML 1.1, which PyYAML implements, reads ``1e-3`` as the string "1e-3". With this loader a
+    number in any position (including free-form ``options`` mappings passed on to losses) is a float.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789.")
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text with :class:`_Loader` (safe: plain data only)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 # --------------------------------------------------------------------------------------------- validation
@@ -68,6 +92,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
         return dict(value)
     if tp is float:
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
         return float(value)
@@ -131,7 +157,7 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"cannot parse config file {path}: {err}") from err
     if not isinstance(data, dict):
@@ -151,7 +177,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key.strip():
         raise ConfigError(f"override '{text}' has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key.strip().split("."), value

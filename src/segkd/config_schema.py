@@ -128,6 +128,7 @@ class DistillConfig:
     teacher: ModelConfig | None = None
     losses: list[LossTermConfig] = field(default_factory=list)
     adversary_optim: AdversaryOptimConfig = field(default_factory=AdversaryOptimConfig)
+    allow_untrained_teacher: bool = False  # else a teacher without a checkpoint is an error
 
 
 @dataclass

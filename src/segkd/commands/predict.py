@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict", help="segment image files with a checkpoint or an exported model",
         description="Writes OUT/labels/<name>.png (palette PNG, pixel value = class id) and "
-                    "OUT/overlays/<name>.png (colour overlay) for every image.")
+                    "OUT/overlays/<name>.png (colour overlay) for every image; an image found in a folder "
+                    "keeps its path relative to that folder. Files that are not readable images are skipped "
+                    "with a warning and listed at the end (exit code 1).")
     parser.add_argument("model", help="segkd checkpoint, run directory, .onnx or TorchScript (.ts) file")
     parser.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     parser.add_argument("--out", default="predictions", help="output folder (default: predictions)")
@@ -26,6 +29,12 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model(args.model, args.device)
     images = collect_images(args.images)
-    written = predict_files(model, images, args.out, progress=not args.no_progress, alpha=args.alpha)
-    print(f"wrote {len(written)} label PNGs and overlays to {args.out} ({model.kind} model)")
+    result = predict_files(model, images, args.out, progress=not args.no_progress, alpha=args.alpha)
+    print(f"wrote {len(result.written)} label PNGs and overlays to {args.out} ({model.kind} model)")
+    if result.skipped:
+        print(f"segkd predict: skipped {len(result.skipped)} of {len(images)} file(s) that are not readable "
+              "images:", file=sys.stderr)
+        for path, _ in result.skipped:
+            print(f"  - {path}", file=sys.stderr)
+        return 1
     return 0

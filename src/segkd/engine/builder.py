@@ -82,8 +82,11 @@ def build_teacher(cfg: ExperimentConfig, num_classes: int) -> nn.Module | None:
         return None
     from segkd.models import build_model_from_config
 
-    if cfg.distill.teacher.checkpoint is None and cfg.distill.losses:
-        print("segkd train: warning: distill.teacher.checkpoint is not set; the teacher is untrained")
+    if not cfg.distill.teacher.checkpoint and not cfg.distill.allow_untrained_teacher:
+        raise ValueError(
+            "config: distill.teacher.checkpoint is not set, so the teacher would be randomly initialised; "
+            "set it to the trained teacher's weights (or distill.allow_untrained_teacher=true to opt in)"
+        )
     teacher = build_model_from_config(cfg.distill.teacher, num_classes)
     teacher.requires_grad_(False)
     return teacher.eval()

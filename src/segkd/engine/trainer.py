@@ -17,6 +17,7 @@ import torch
 
 from segkd.config import save_config, to_dict
 from segkd.config_schema import ExperimentConfig
+from segkd.data.preflight import preflight
 from segkd.distributed import (
     barrier,
     is_dist_initialized,
@@ -86,13 +87,22 @@ class Trainer:
         self.cfg, self.device, self.run_dir = cfg, device, run_dir
         self.run = RunDir(run_dir)
         seed_everything(cfg.train.seed, cfg.train.deterministic)  # the student's init depends on it
-        self.data = data if data is not None else builder.build_data(cfg)
+        if data is None:
+            data = builder.build_data(cfg)
+            # Every rank checks (a rank that raised alone would leave the others waiting): headers of every
+            # file of both splits, full loads of a sample, before the first step (segkd.data.preflight).
+            preflight({"train": data.train_set, "val": data.val_set})
+        self.data = data
         self.meta = builder.run_meta(cfg, self.data)
         student = builder.build_student(cfg, self.data.num_classes)
         teacher = builder.build_teacher(cfg, self.data.num_classes)
         if is_dist_initialized() and device.type == "cuda":
             # SyncBatchNorm needs CUDA tensors; with gloo on CPU plain BatchNorm stays (buffers from rank 0).
             student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
+        from segkd.distributed import world_size
+        from segkd.models.batchnorm import check_batch_size
+
+        check_batch_size(student, cfg.data.batch_size, world_size())  # names data.batch_size before step 1
         self.distiller = builder.build_distiller(
             cfg, student, teacher, self.data.num_classes, self.data.ignore_index, device.type
         ).to(device)

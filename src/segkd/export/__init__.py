@@ -45,9 +45,13 @@ def export_model(model: torch.nn.Module, meta: ModelMeta, path: str | Path, fmt:
     # failed the check is never picked up by ``segkd predict`` (it is kept as *.failed-parity.* to inspect).
     staging = final.with_name(f".{final.stem}.exporting{final.suffix}")
     if fmt == "onnx":
+        from segkd.export.dynamic_pool import dynamic_export_copy
         from segkd.export.onnx_export import export_onnx
 
-        _, exporter = export_onnx(graph, example, staging, meta, dynamic)
+        # Adaptive pooling with fixed bin indices would pin the exported size; parity is still checked
+        # against the unmodified graph.
+        target = dynamic_export_copy(graph) if dynamic else graph
+        _, exporter = export_onnx(target, example, staging, meta, dynamic)
         exported = onnx_runner(onnx_session(staging))
     elif fmt == "torchscript":
         from segkd.export.torchscript_export import export_torchscript, load_torchscript

@@ -7,7 +7,9 @@ the argmax, so every label PNG has the image's exact size.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,19 +22,59 @@ from segkd.export.runners import LoadedModel
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
-    """Image files named directly or found (recursively, sorted) in the given folders."""
-    found: list[Path] = []
+@dataclass(frozen=True)
+class ImageInput:
+    """An image to segment and its relative output name (``.png``) under OUT/labels and OUT/overlays."""
+
+    path: Path
+    name: Path
+
+
+def collect_images(inputs: Iterable[str | Path]) -> list[ImageInput]:
+    """Image files named directly or found (recursively, sorted) in the given folders.
+
+    A file found in a folder keeps its path relative to that folder (``a/x.png`` and ``b/x.png`` stay
+    apart); a file named directly keeps its file name. Two inputs that would write the same output (``x.png``
+    and ``x.jpg``, or two folders holding ``x.png``) raise ``ValueError`` naming both, before anything runs.
+    """
+    inputs = list(inputs)
+    found: list[ImageInput] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found += [ImageInput(p, p.relative_to(item).with_suffix(".png")) for p in files]
         elif item.is_file():
-            found.append(item)
+            found.append(ImageInput(item, Path(item.name).with_suffix(".png")))
         else:
             raise FileNotFoundError(f"image or folder not found: {item}")
     if not found:
-        raise FileNotFoundError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {list(inputs)}")
+        raise FileNotFoundError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {inputs}")
+    _refuse_clashes(found)
     return found
+
+
+def _refuse_clashes(found: list[ImageInput]) -> None:
+    first: dict[Path, Path] = {}
+    for item in found:
+        if item.name in first and first[item.name] != item.path:
+            raise ValueError(
+                f"{first[item.name]} and {item.path} would both be written as labels/{item.name.as_posix()}; "
+                "predict them in separate runs (different --out) or pass their common parent folder"
+            )
+        first.setdefault(item.name, item.path)
+
+
+class UnreadableImage(ValueError):
+    """An input file that is not a decodable image (corrupt, truncated or another format)."""
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Decode an image file fully as (H, W, 3) uint8 RGB; :class:`UnreadableImage` names the file."""
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:  # PIL's decode errors
+        raise UnreadableImage(f"{path}: not a readable image ({type(err).__name__}: {err})") from err
 
 
 def normalise(image: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
@@ -71,21 +113,39 @@ def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: f
     return Image.fromarray((image * (1 - alpha) + colours * alpha).round().astype(np.uint8))
 
 
-def predict_files(model: LoadedModel, images: list[Path], out_dir: str | Path, progress: bool = True,
-                  alpha: float = 0.5) -> list[Path]:
-    """Write ``OUT/labels/<stem>.png`` and ``OUT/overlays/<stem>.png`` per image; returns the label paths."""
+@dataclass
+class PredictResult:
+    """What :func:`predict_files` wrote and which inputs it skipped (``(path, reason)``)."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def predict_files(model: LoadedModel, images: list[ImageInput], out_dir: str | Path, progress: bool = True,
+                  alpha: float = 0.5) -> PredictResult:
+    """Write ``OUT/labels/<name>`` and ``OUT/overlays/<name>`` per image (names from :func:`collect_images`).
+
+    A file that cannot be decoded is skipped with a warning on stderr and listed in ``skipped``; the others
+    are still written.
+    """
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    (out_dir / "labels").mkdir(parents=True, exist_ok=True)
-    (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
     palette = model.meta.palette_array
-    written = []
-    for path in tqdm(images, desc="predict", unit="img", disable=not progress):
-        image = np.asarray(Image.open(path).convert("RGB"))
+    result = PredictResult()
+    for item in tqdm(images, desc="predict", unit="img", disable=not progress):
+        try:
+            image = read_rgb(item.path)
+        except UnreadableImage as err:
+            print(f"segkd predict: warning: skipping {err}", file=sys.stderr)
+            result.skipped.append((item.path, str(err)))
+            continue
         labels = predict_labels(model, image)
-        target = out_dir / "labels" / f"{path.stem}.png"
+        target = out_dir / "labels" / item.name
+        overlay_path = out_dir / "overlays" / item.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        overlay_path.parent.mkdir(parents=True, exist_ok=True)
         label_png(labels, palette).save(target)
-        overlay(image, labels, palette, alpha).save(out_dir / "overlays" / f"{path.stem}.png")
-        written.append(target)
-    return written
+        overlay(image, labels, palette, alpha).save(overlay_path)
+        result.written.append(target)
+    return result

@@ -36,6 +36,10 @@ def build_model_from_config(cfg: ModelConfig, num_classes: int | None = None) ->
         raise ValueError(
             f"model.num_classes={cfg.num_classes} disagrees with the dataset's {num_classes} classes"
         )
+    model_keys = {"name", "num_classes", "pretrained", "output_stride", "head_channels", "aux"}
+    clash = sorted(set(cfg.options) & model_keys)
+    if clash:
+        raise ValueError(f"model.options.{clash[0]}: set model.{clash[0]} instead (not inside model.options)")
     model = build_model(
         cfg.name,
         k,

@@ -26,8 +26,12 @@ def _stage_indices(name: str, num_stages: int, kwargs: dict[str, Any]) -> tuple[
     """The last ``num_stages`` feature levels timm offers for ``name`` (queried on the meta device)."""
     import torch
 
-    with torch.device("meta"):
-        probe = timm.create_model(name, features_only=True, pretrained=False, **kwargs)
+    try:
+        with torch.device("meta"):
+            probe = timm.create_model(name, features_only=True, pretrained=False, **kwargs)
+    except TypeError as err:  # a misspelt model.options.timm_kwargs key
+        raise ValueError(f"timm model '{name}' rejects the arguments {kwargs} (model.options.timm_kwargs, "
+                         f"model.output_stride): {err}") from None
     levels = len(probe.feature_info)
     return tuple(range(max(levels - num_stages, 0), levels))
 

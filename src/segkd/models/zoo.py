@@ -13,7 +13,7 @@ from typing import Any
 
 import timm
 
-from segkd.models.backbones import BackboneSpec, timm_backbone, tiny_backbone
+from segkd.models.backbones import BackboneSpec, TinyBackbone, timm_backbone, tiny_backbone
 from segkd.models.heads import HEADS, FCNHead
 from segkd.models.segmentor import Segmentor
 from segkd.registry import Registry, RegistryError
@@ -60,6 +60,26 @@ def default_head_channels(head: str, in_channels: int) -> int:
     return max(in_channels // 4, 1)
 
 
+def check_options(model: str, options: dict[str, Any], target: Callable[..., Any], fixed: set[str]) -> None:
+    """Refuse ``model.options`` keys that ``target`` (a backbone or head) does not take; list the valid ones.
+
+    ``fixed`` are ``target``'s parameters the zoo sets itself (``in_channels``, ``num_classes``, ...), which
+    are not options. Raises :class:`RegistryError` instead of the ``TypeError`` the call would raise.
+    """
+    import inspect
+
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = inspect.signature(target).parameters.values()
+    valid = [p.name for p in params if p.kind in named and p.name not in fixed]
+    valid += [k for k in ("timm_kwargs",) if k in fixed]  # taken by the zoo itself, still a valid option
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        raise RegistryError(
+            f"model '{model}': unknown option{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))} in "
+            f"model.options. Valid options: {', '.join(valid) or '(none)'}"
+        )
+
+
 def assemble(
     head: str,
     spec: BackboneSpec,
@@ -95,6 +115,8 @@ def build_timm_segmentor(
 
     ``pretrained=True`` uses timm's hub weights; a path loads a local ImageNet checkpoint into the backbone.
     """
+    check_options(name or f"{head}_{backbone}", head_options, HEADS.get(head),
+                  {"in_channels", "num_classes", "channels", "timm_kwargs"})
     spec = timm_backbone(backbone, output_stride, pretrained=pretrained is True, **(timm_kwargs or {}))
     model = assemble(head, spec, num_classes, output_stride, head_channels, aux, name=name, **head_options)
     _load_local_pretrained(model, pretrained)
@@ -170,6 +192,7 @@ def _tiny_factory(
     ) -> Segmentor:
         if pretrained:
             raise ValueError(f"{name} is a test/demo model without pretrained weights")
+        check_options(name, options, TinyBackbone, {"output_stride"})
         spec = tiny_backbone(output_stride, **{**backbone_options, **options})
         return assemble(head, spec, num_classes, output_stride, head_channels, aux, name=name, **head_options)
 
