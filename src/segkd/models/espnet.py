@@ -31,8 +31,9 @@ state dicts load key for key (:func:`authors_to_segkd`). Their released p=2, q=8
 this way once, outside the repository (the weights are not redistributed): ESPNet-C and ESPNet Cityscapes
 (20 classes: the ignore label counted as a class; ESPNet with ``skip="level1"``) and ESPNet CamVid (12
 classes, ``skip="level1_cat"``) give logits identical to the authors' classes (max |diff| 0.0 on a
-2x3x64x128 input, CPU float32). One deliberate difference: where a x2 transposed conv does not reproduce the skip connection's size
-(input sides not multiples of 8, where the authors' code fails), it is bilinearly resized to that size.
+2x3x64x128 input, CPU float32). One deliberate difference: where a x2 transposed conv does not reproduce
+the skip connection's size (input sides not multiples of 8, where the authors' code fails), it is
+bilinearly resized to that size.
 
 Named outputs: ``stages`` = [1/2 (19 ch), 1/4 (131 ch), 1/8 (256 ch)]; ``feat`` = the 256-channel 1/8
 encoder output (the last map before the class space) for both networks; ``logits`` at 1/8 (ESPNet-C,
@@ -241,6 +242,8 @@ def build_espnet(
         raise ValueError(f"{name}: the ESPNet encoder has a fixed output stride of 8, got {output_stride}")
     if skip not in SKIPS:
         raise ValueError(f"{name}: skip must be one of {sorted(SKIPS)}, got {skip!r}")
+    if decoder and num_classes < 5:
+        raise ValueError(f"{name}: the decoder's ESP module splits K channels into 5 branches; needs K >= 5")
     raw = decoder and skip == "level1"
     encoder = ESPNetEncoder(p, q, raw_level1=raw)
     head = ESPNetDecoder(num_classes, SKIPS[skip]) if decoder else ESPNetCHead(num_classes)
