@@ -20,7 +20,8 @@ channels each, bias-free); ABN, 1x1 conv 1280 -> 256 **with padding 1** (as in L
 one pixel per side before the resize to H/4; kept, since the released weights were trained with it),
 Dropout2d(0.2). LightNet's upsamplings are ``nn.Upsample(bilinear)`` of PyTorch 0.3, i.e.
 ``align_corners=True``; its final upsampling to the input size is left to the engine (``output_stride`` 4).
-The map sizes equal LightNet's for inputs whose sides are multiples of 8 (the only ones it accepts).
+The map sizes equal LightNet's for inputs whose sides are multiples of 8 (the only ones it accepts); for
+other sizes the max-pooled maps are bilinearly resized to the map they are concatenated with.
 
 Parameter count equals LightNet's (8,301,113 for 19 classes, test-pinned); module names are LightNet's
 apart from the head's containers (:func:`authors_to_segkd`), so a LightNet state dict loads key for key.
@@ -206,11 +207,20 @@ class MobileNetV2PlusHead(nn.Module):
 
     def forward(self, stages: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         s1, s2, s3, s4, s5, s6, s7 = stages
-        s1_4 = self.pool(s1)
-        f = self.out_se(torch.cat([s3, s4, s5, s6, s7, self.pool(s1_4), self.pool(s2)], dim=1))
+        s1_4 = _fit(self.pool(s1), s2)
+        pooled = [_fit(self.pool(s1_4), s3), _fit(self.pool(s2), s3)]
+        f = self.out_se(torch.cat([s3, s4, s5, s6, s7, *pooled], dim=1))
         a = self.resize(self.aspp(f), s2.shape[-2:])
         feat = self.score(self.score_se(torch.cat([a, s2, s1_4], dim=1)))
         return self.classifier(feat), feat
+
+
+def _fit(x: Tensor, like: Tensor) -> Tensor:
+    """``x`` resized (bilinear) to ``like``'s size when they differ: only for input sides that are not
+    multiples of 8, which LightNet rejects; a no-op otherwise."""
+    if x.shape[-2:] == like.shape[-2:]:
+        return x
+    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=True)
 
 
 def build_mobilenetv2plus(num_classes: int, *, output_stride: int = 8, name: str = "") -> MultiStageSegmentor:
