@@ -226,3 +226,13 @@ def test_fixed_output_stride_networks_reject_other_strides() -> None:
             build_model(name, 19, output_stride=16)
     with pytest.raises(ValueError, match="K >= 5"):
         build_model("espnet", 4)
+
+
+def test_profile_counts_transposed_convs_in_both_conventions() -> None:
+    from torch import nn
+
+    from segkd.models.profile import count_macs_paper, profile_model
+
+    up = nn.Sequential(nn.ConvTranspose2d(3, 2, 2, stride=2, bias=False))
+    assert count_macs_paper(up, (4, 4)) == 4 * 4 * 3 * 2 * 2 * 2  # 16 inputs x 3 ch, each to 2 ch x 2x2
+    assert profile_model(up, (4, 4))["deploy"]["breakdown"]["conv_linear"] == 384
