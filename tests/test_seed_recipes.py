@@ -87,6 +87,9 @@ GROUPS = {
     "ka/pascal_context": _pascal_context,
 }
 ORDER = ("teacher_", "_baseline", "_ka_autoencoder", "_ka", "_skd")
+# recipes that predate the seed networks (not re-run here; the Cityscapes PSPNet-R101 teacher recipe is, since
+# its checkpoint is the new students' teacher)
+EXISTING = {"skd_original/pspnet_resnet18_baseline.yaml", "skd_original/pspnet_resnet18_skd.yaml"}
 
 
 def _rank(path: Path) -> int:
@@ -113,6 +116,7 @@ def test_recipes_train_two_iterations(group: str, tmp_path: Path, monkeypatch: p
     monkeypatch.chdir(tmp_path)  # the recipes' relative run directories and teacher paths live here
     root = GROUPS[group](tmp_path / "data")
     recipes = sorted((CONFIGS / group).glob("*.yaml"), key=lambda p: (_rank(p), p.name))
+    recipes = [p for p in recipes if p.relative_to(CONFIGS).as_posix() not in EXISTING]
     assert recipes and "teacher_" in recipes[0].stem
     for recipe in recipes:
         cfg = load_config(recipe, _overrides(root))
