@@ -18,7 +18,7 @@ class ModelConfig:
     num_classes: int | None = None  # None: taken from the dataset
     pretrained: bool | str = False  # True: timm's hub weights; a path: local ImageNet backbone checkpoint
     checkpoint: str | None = None  # whole-segmentor weights (segkd or reference-code layout)
-    checkpoint_format: Literal["auto", "segkd", "cirkd"] = "auto"
+    checkpoint_format: Literal["auto", "segkd", "cirkd", "authors"] = "auto"  # authors: ESPNet / LightNet
     output_stride: int = 8
     head_channels: int | None = None  # None: the architecture's published width
     aux: bool = True  # FCN auxiliary head on the third stage (training only)

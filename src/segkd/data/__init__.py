@@ -3,7 +3,16 @@
 Importing this package registers every dataset in :data:`DATASETS`.
 """
 
-from segkd.data import ade20k, camvid, cityscapes, cocostuff, folder, synthetic, voc  # noqa: F401  (register)
+from segkd.data import (  # noqa: F401  (register)
+    ade20k,
+    camvid,
+    cityscapes,
+    cocostuff,
+    folder,
+    pascal_context,
+    synthetic,
+    voc,
+)
 from segkd.data.base import IGNORE_INDEX, DatasetError, SegDataset
 from segkd.data.factory import build_dataset_from_config
 from segkd.data.loaders import build_train_loader, build_val_loader

@@ -6,6 +6,9 @@ Layout (ROOT is ``ADEChallengeData2016`` or its parent)::
     ROOT/annotations/{training,validation}/<stem>.png   0 = "other", 1..150 = classes
 
 Label ``0 -> 255`` (ignore) and ``k -> k - 1``. Splits ``train``/``val`` are aliases of the folder names.
+This is what the references do: CIRKD ``dataset/ade20k.py`` subtracts 1 from the uint8 label (0 becomes
+its ignore value -1) and mmsegmentation's ``ADE20KDataset`` sets ``reduce_zero_label=True`` (0 -> 255,
+k -> k - 1).
 """
 
 from __future__ import annotations

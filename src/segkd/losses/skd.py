@@ -24,6 +24,7 @@ from torch import Tensor
 from segkd.losses.base import LOSSES, DistillBatch, DistillLoss, DistillSpec
 from segkd.losses.blocked import AffinityMethod
 from segkd.losses.discriminator import SAGANDiscriminator
+from segkd.losses.functional.common import align_to_larger
 from segkd.losses.functional.skd import (
     AdvLoss,
     PairPool,
@@ -140,8 +141,11 @@ class SKDHolistic(DistillLoss):
 
     def adversary_step(self, student: SegOutput, teacher: SegOutput,
                        batch: DistillBatch) -> dict[str, Tensor]:
-        fake = self._d_input(student.logits.detach(), batch.images)
-        real = self._d_input(teacher.logits.detach(), batch.images)
+        # Students whose logits differ in size from the teacher's (ESPNet: full resolution vs PSPNet's 1/8)
+        # are compared at the larger size, as the ``kd`` term does; a no-op for same-sized logits.
+        s_logits, t_logits = align_to_larger(student.logits.detach(), teacher.logits.detach())
+        fake = self._d_input(s_logits, batch.images)
+        real = self._d_input(t_logits, batch.images)
         d_real, d_fake = self._score_pair(real, fake)
         adv = adversarial_d_loss(d_real, d_fake, self.adv_loss)
         out = {"d_adv": adv.detach(), "d_real": d_real.mean().detach(), "d_fake": d_fake.mean().detach()}

@@ -8,6 +8,7 @@ Public API (see docs/ARCHITECTURE.md):
 from __future__ import annotations
 
 from segkd.config_schema import ModelConfig
+from segkd.models import seed_networks  # noqa: F401,E402  (registers DeepLabV3+, ESPNet, MobileNetV2Plus)
 from segkd.models.checkpoints import load_segmentor_checkpoint
 from segkd.models.outputs import SegOutput
 from segkd.models.segmentor import Segmentor

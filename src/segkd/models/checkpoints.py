@@ -21,6 +21,12 @@ CIRKD layout (models released with the reference code): keys ``pretrained.*`` (b
   ``aux_head.classifier``. Pooling branches upsample with bilinear ``align_corners=True`` as in CIRKD.
 
 Known discrepancy: none in the computed function; BatchNorm eps/momentum are PyTorch defaults on both sides.
+
+Authors' layout (format ``authors``, detected automatically for models that carry an ``authors_to_segkd``
+renaming function: ESPNet-C / ESPNet from sacmehta/ESPNet, MobileNetV2Plus from LightNet): the model renames
+the keys; BatchNorm ``num_batches_tracked`` buffers, absent from those PyTorch 0.3/0.4-era releases, are
+set to 0 (they do not change the computed function when ``momentum`` is set). LightNet's
+``{"model_state": ...}`` wrapper is unwrapped like ``model`` / ``state_dict``.
 """
 
 from __future__ import annotations
@@ -31,11 +37,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from torch import Tensor, nn
 
 from segkd.checkpoint_io import read_checkpoint
 
-Format = Literal["auto", "segkd", "cirkd"]
+Format = Literal["auto", "segkd", "cirkd", "authors"]
 
 _MBV2_STAGE_SIZES = (1, 2, 3, 4, 3, 3, 1)
 _RESNET_STEM = {
@@ -108,12 +115,17 @@ def cirkd_to_segkd(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def detect_format(state: Mapping[str, Any]) -> Literal["segkd", "cirkd"]:
-    """``cirkd`` when keys start with ``pretrained.`` / ``auxlayer.``, ``segkd`` when with ``backbone.``."""
+def detect_format(
+    state: Mapping[str, Any], model: nn.Module | None = None
+) -> Literal["segkd", "cirkd", "authors"]:
+    """``cirkd`` when keys start with ``pretrained.`` / ``auxlayer.``, ``segkd`` when with ``backbone.``,
+    ``authors`` otherwise when ``model`` has an ``authors_to_segkd`` key renaming."""
     if any(k.startswith("backbone.") for k in state):
         return "segkd"
     if any(k.startswith(("pretrained.", "auxlayer.")) for k in state):
         return "cirkd"
+    if model is not None and hasattr(model, "authors_to_segkd"):
+        return "authors"
     raise CheckpointError(
         "cannot tell the checkpoint layout: no 'backbone.*' (segkd) or 'pretrained.*' (CIRKD) keys"
     )
@@ -127,6 +139,8 @@ def _unwrap(obj: Any, source: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
         obj = obj["model"]
     elif isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
+    elif isinstance(obj, Mapping) and "model_state" in obj and isinstance(obj["model_state"], Mapping):
+        obj = obj["model_state"]  # LightNet
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{source}: not a state dict or a segkd checkpoint (got {type(obj).__name__})")
     state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
@@ -160,15 +174,31 @@ def load_segmentor_checkpoint(
     source = str(path_or_state_dict) if is_path else "state dict"
     obj = read_checkpoint(path_or_state_dict) if is_path else path_or_state_dict
     state, meta = _unwrap(obj, source)
-    layout = detect_format(state) if fmt == "auto" else fmt
+    layout = detect_format(state, model) if fmt == "auto" else fmt
     if layout == "cirkd":
         state = cirkd_to_segkd(state)
+    elif layout == "authors":
+        state = authors_to_segkd(model, state, source)
     elif layout != "segkd":
-        raise ValueError(f"checkpoint format must be auto, segkd or cirkd, got {fmt!r}")
+        raise ValueError(f"checkpoint format must be auto, segkd, cirkd or authors, got {fmt!r}")
     _check_num_classes(model, state, meta, source)
     skipped = _match_or_raise(model, state, source, layout)
     model.load_state_dict(state, strict=False)
     return {"format": layout, "meta": meta, "skipped_aux": skipped}
+
+
+def authors_to_segkd(model: nn.Module, state: Mapping[str, Tensor], source: str) -> dict[str, Tensor]:
+    """Rename an authors'-layout state dict with ``model.authors_to_segkd`` and add the BatchNorm
+    ``num_batches_tracked`` buffers the old releases lack (value 0)."""
+    convert = getattr(model, "authors_to_segkd", None)
+    if convert is None:
+        name = getattr(model, "name", "")
+        raise CheckpointError(f"{source}: model '{name}' has no authors' checkpoint layout")
+    out = convert(state)
+    for key in model.state_dict():
+        if key.endswith("num_batches_tracked") and key not in out:
+            out[key] = torch.tensor(0, dtype=torch.long)
+    return out
 
 
 def _match_or_raise(model: nn.Module, state: dict[str, Tensor], source: str, layout: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Segmentation heads: DeepLabV3 (ASPP), PSPNet (pyramid pooling) and FCN.
+"""Segmentation heads: DeepLabV3 (ASPP), PSPNet (pyramid pooling), FCN, and a classifier-only head.
 
 Every head ends in the same two parts, named alike so distillation and checkpoint mapping see one layout:
 
@@ -157,8 +157,26 @@ class PSPHead(ClassifierHead):
         return self.psp(x)
 
 
+class LinearHead(nn.Module):
+    """Classifier only: a 1x1 conv on the backbone's last stage, no context module and no bottleneck.
+
+    Knowledge Adaptation's student (He et al., CVPR 2019): MobileNetV2 at output stride 16 "without ASPP and
+    decoder". ``feat`` is the backbone's last stage itself, (N, C_in, h, w); ``channels`` is ignored.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, channels: int | None = None) -> None:
+        super().__init__()
+        del channels
+        self.feat_channels = in_channels
+        self.classifier = nn.Conv2d(in_channels, num_classes, 1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.classifier(x), x
+
+
 # Heads by the name used in ``<head>_<backbone>`` model names; args (in_channels, num_classes, channels).
 HEADS: Registry[nn.Module] = Registry("head")
 HEADS.add("deeplabv3", DeepLabV3Head)
 HEADS.add("pspnet", PSPHead)
 HEADS.add("fcn", FCNHead)
+HEADS.add("linear", LinearHead)

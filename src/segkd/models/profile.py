@@ -1,5 +1,7 @@
 """Parameter and MAC counting in two conventions, plus CPU latency.
 
+Transposed convs (ESPNet's decoder) count ``N * C_in * H_in * W_in * C_out * kh * kw / groups`` in both.
+
 (a) ``paper``: the convention of the CIRKD benchmark table (REFERENCE section 1, verified there by
     recomputation): params = all parameters *including* the training-only aux head; MACs of Conv2d and
     Linear only, ``Cin * Cout * kh * kw * Hout * Wout / groups`` per image, the aux head included, and the
@@ -60,6 +62,8 @@ def paper_conv_macs(module: nn.Module, inputs: tuple[Tensor, ...], output: Tenso
     """Conv2d / Linear MACs with the output size computed ignoring dilation (the benchmark's rule)."""
     if isinstance(module, nn.Linear):
         return output.numel() * module.in_features
+    if isinstance(module, nn.ConvTranspose2d):
+        return transposed_conv_macs(module, inputs[0])
     if not isinstance(module, nn.Conv2d):
         return 0
     n, _, h, w = inputs[0].shape
@@ -69,8 +73,17 @@ def paper_conv_macs(module: nn.Module, inputs: tuple[Tensor, ...], output: Tenso
     return n * per_pixel * h_out * w_out
 
 
+def transposed_conv_macs(module: nn.ConvTranspose2d, x: Tensor) -> int:
+    """MACs of a transposed conv: every input element meets ``C_out / groups * kh * kw`` weights,
+    ``N * C_in * H_in * W_in * C_out * kh * kw / groups`` (the same in both conventions)."""
+    kh, kw = module.kernel_size
+    return x.numel() * module.out_channels * kh * kw // module.groups
+
+
 def deploy_macs(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> tuple[str, int]:
     """(category, MACs) of one leaf module at its true output size; see the module docstring."""
+    if isinstance(module, nn.ConvTranspose2d):
+        return "conv_linear", transposed_conv_macs(module, inputs[0])
     if isinstance(module, nn.Conv2d):
         kh, kw = module.kernel_size
         return "conv_linear", output.numel() * module.in_channels // module.groups * kh * kw

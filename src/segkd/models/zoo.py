@@ -1,7 +1,9 @@
 """Model zoo: the registered segmentors and the ``<head>_<timm name>`` naming scheme.
 
 Fixed names reproduce the CIRKD benchmark networks (REFERENCE section 1); any timm backbone is reachable
-as ``deeplabv3_<timm>``, ``pspnet_<timm>`` or ``fcn_<timm>``; ``test_tiny_*`` and ``demo_*`` are small
+as ``deeplabv3_<timm>``, ``pspnet_<timm>``, ``fcn_<timm>``, ``linear_<timm>`` (classifier only) or
+``deeplabv3plus_<timm>`` (:mod:`segkd.models.deeplabv3plus`); the seeds' own networks (DeepLabV3+, ESPNet,
+MobileNetV2Plus) are registered by :mod:`segkd.models.seed_networks`; ``test_tiny_*`` and ``demo_*`` are small
 download-free models for tests and the CPU demo.
 """
 
@@ -30,7 +32,9 @@ class ModelRegistry(Registry[Segmentor]):
         head, _, backbone = name.partition("_")
         if head in HEAD_TYPES and backbone and timm.is_model(backbone):
             return functools.partial(build_timm_segmentor, head, backbone, name=name)
-        patterns = ", ".join(f"{h}_<timm model name>" for h in HEAD_TYPES)
+        if head in PATTERN_BUILDERS and backbone and timm.is_model(backbone):
+            return functools.partial(PATTERN_BUILDERS[head], backbone, name=name)
+        patterns = ", ".join(f"{h}_<timm model name>" for h in (*HEAD_TYPES, *PATTERN_BUILDERS))
         raise RegistryError(
             f"unknown model '{name}'. Valid model names: {', '.join(self.names())}; or the patterns "
             f"{patterns} (e.g. deeplabv3_resnet34, pspnet_efficientnet_b0)"
@@ -38,6 +42,9 @@ class ModelRegistry(Registry[Segmentor]):
 
 
 MODELS = ModelRegistry("model")
+# Architectures that are more than a head on the deepest stage (e.g. ``deeplabv3plus``), by name prefix:
+# ``builder(timm_name, num_classes, **options)``; filled by the modules that define them.
+PATTERN_BUILDERS: dict[str, Callable[..., Segmentor]] = {}
 
 # CIRKD benchmark backbones: timm architecture name + arguments, and the timm hub weights of the same
 # architecture (None: timm has no ImageNet weights for it; use a local file).
@@ -174,6 +181,7 @@ for _head, _backbone, _aux in [
     ("pspnet", "resnet18", True),
     ("pspnet", "resnet101", True),
     ("fcn", "resnet18", True),
+    ("linear", "mobilenetv2", False),  # Knowledge Adaptation's student: classifier only, output_stride 16
 ]:
     MODELS.add(f"{_head}_{_backbone}", _cirkd_factory(_head, _backbone, _aux))
 
