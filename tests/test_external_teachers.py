@@ -370,3 +370,17 @@ def test_train_step_with_torchvision_teacher_and_feature_adapter():
     step.total.backward()
     assert distiller.losses["fitnet"].adapter.weight.grad is not None  # 16 -> 128 channel adapter trained
     assert not any(p.grad is not None for p in teacher.parameters())
+
+
+def test_segkd_teacher_with_hooked_feature_module():
+    """source: segkd with feat_module: the hooked module's output replaces the head's feat."""
+    torch.manual_seed(0)
+    cfg = TeacherConfig(name="test_tiny_teacher", feat_module="backbone.stages.2")
+    teacher = build_external_teacher(cfg, 3, ["a", "b", "c"], output_stride=8)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        out = teacher(x)
+        ref = teacher.network(x)
+    assert teacher.feat_channels == 24 and teacher.stage_channels == [8, 16, 24, 32]
+    torch.testing.assert_close(out.feat, ref.stages[2])
+    torch.testing.assert_close(out.logits, ref.logits)
