@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-from segkd.config_schema import ExperimentConfig, ModelConfig
+from segkd.config_schema import ExperimentConfig, TeacherConfig
 
 T = TypeVar("T")
 
@@ -240,7 +240,7 @@ def load_config(
     for text in overrides:
         keys, value = parse_override(text)
         if keys[:2] == ["distill", "teacher"] and len(keys) > 2 and data["distill"]["teacher"] is None:
-            data["distill"]["teacher"] = to_dict(ModelConfig())  # a teacher.* override opens the section
+            data["distill"]["teacher"] = to_dict(TeacherConfig())  # a teacher.* override opens the section
         apply_override(data, keys, value)
     return from_dict(cls, data)
 

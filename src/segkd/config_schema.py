@@ -118,6 +118,22 @@ class AdversaryOptimConfig:
 
 
 @dataclass
+class TeacherConfig(ModelConfig):
+    """The frozen teacher: a segkd model (``source: segkd``) or one from another toolkit.
+
+    ``source`` mmseg / huggingface / torchvision: see :mod:`segkd.models.external` (``name`` is the
+    architecture or, for Hugging Face, a local folder or hub id; ``checkpoint`` the weights file).
+    """
+
+    source: Literal["segkd", "mmseg", "huggingface", "torchvision"] = "segkd"
+    feat_module: str | None = None  # module whose output (``NAME:input``: input) is ``feat``; None: default
+    class_map: dict[str, Any] | None = None  # {dataset class: teacher class (name / index) or a list}
+    class_names: list[str] | None = None  # the teacher's classes when its weights do not say
+    input_mean: list[float] | None = None  # the teacher's own input normalisation; None: the source's
+    input_std: list[float] | None = None
+
+
+@dataclass
 class DistillConfig:
     """The loss: task terms' weight and distillation terms; no teacher means plain supervised training.
 
@@ -125,7 +141,7 @@ class DistillConfig:
     """
 
     aux_weight: float = 0.4  # FCN auxiliary head's CE (training only; 0.4 in CIRKD / SKD / mmseg)
-    teacher: ModelConfig | None = None
+    teacher: TeacherConfig | None = None
     losses: list[LossTermConfig] = field(default_factory=list)
     adversary_optim: AdversaryOptimConfig = field(default_factory=AdversaryOptimConfig)
     allow_untrained_teacher: bool = False  # else a teacher without a checkpoint is an error

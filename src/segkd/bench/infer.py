@@ -128,3 +128,49 @@ def infer_table(result: dict) -> str:
             f"{result['threads']} CPU threads, {result['iters']} timed iterations\n\n")
     headers = ["runtime", "device", "median ms", "p90 ms", "img/s", "x eager", "note"]
     return head + markdown_table(headers, rows)
+
+
+def bench_onnx_files(paths: list[str], iters: int = 50, warmup: int = 5, rounds: int = 5,
+                     threads: int | None = None, seed: int = 0) -> dict:
+    """Latency of exported ONNX files (e.g. float and INT8) timed in interleaved rounds in one process.
+
+    Every round times each file ``iters`` times (after ``warmup`` calls) on the same random input at the
+    files' common fixed size; the ratio median(first file) / median(file) is taken per round, so a
+    shared, noisy machine shifts numerator and denominator alike. Reported per file: the median of the
+    round medians, and the min / median / max over rounds of the ratio (the spread).
+    """
+    from segkd.export.runners import _onnx_fixed_size, onnx_runner, onnx_session
+
+    threads = threads or torch.get_num_threads()
+    sessions = [onnx_session(p, threads) for p in paths]
+    sizes = {_onnx_fixed_size(s) for s in sessions}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(
+            f"bench infer: the ONNX files must share one fixed input size, got {sorted(map(str, sizes))}")
+    (size,) = sizes
+    x = np.random.default_rng(seed).standard_normal((1, 3, *size), dtype=np.float32)
+    runs = [onnx_runner(s) for s in sessions]
+    medians: list[list[float]] = [[] for _ in paths]
+    for _ in range(rounds):
+        for i, run in enumerate(runs):
+            times = time_calls(lambda run=run: run(x), iters, warmup)
+            medians[i].append(summarise(times)["median_ms"])
+    rows = []
+    for path, meds in zip(paths, medians):
+        ratios = [a / b for a, b in zip(medians[0], meds)]
+        rows.append({"file": str(path), "median_ms": float(np.median(meds)), "round_medians_ms": meds,
+                     "speedup_median": float(np.median(ratios)), "speedup_min": min(ratios),
+                     "speedup_max": max(ratios)})
+    return {"size": list(size), "threads": threads, "iters": iters, "rounds": rounds, "files": rows}
+
+
+def onnx_files_table(result: dict) -> str:
+    """Markdown table of :func:`bench_onnx_files`: latency and speed-up over the first file per round."""
+    from segkd.bench.table import markdown_table
+
+    head = (f"ONNX Runtime (CPU) @ {result['size'][0]}x{result['size'][1]}, batch 1, {result['threads']} "
+            f"threads, {result['rounds']} interleaved rounds x {result['iters']} timed calls\n\n")
+    rows = [[r["file"], r["median_ms"], min(r["round_medians_ms"]), max(r["round_medians_ms"]),
+             r["speedup_median"], r["speedup_min"], r["speedup_max"]] for r in result["files"]]
+    headers = ["file", "median ms", "min round ms", "max round ms", "x first (median)", "x min", "x max"]
+    return head + markdown_table(headers, rows)

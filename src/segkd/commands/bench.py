@@ -45,7 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     loss.set_defaults(func=run_loss)
 
     infer = sub.add_parser("infer", help="inference latency: PyTorch eager / torch.compile / ONNX Runtime")
-    infer.add_argument("model", help="registered model name (random init) or checkpoint / run directory")
+    infer.add_argument("model", nargs="+",
+                       help="registered model name (random init) or checkpoint / run directory; or one "
+                            "or more .onnx files (e.g. float then INT8), timed in interleaved --rounds")
     infer.add_argument("--size", type=parse_size, default=(512, 1024), help="input HxW (default 512x1024)")
     infer.add_argument("--num-classes", type=int, default=19)
     infer.add_argument("--batch", type=int, default=1)
@@ -54,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     infer.add_argument("--threads", type=int, default=None, help="CPU threads for every runtime")
     infer.add_argument("--device", action="append", default=None, help="cpu / cuda (default: all present)")
     infer.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    infer.add_argument("--rounds", type=int, default=5, help="interleaved rounds when timing .onnx files")
     infer.set_defaults(func=run_infer)
 
     for p in (distill, loss, infer):
@@ -87,12 +90,17 @@ def _write(args: argparse.Namespace, result: dict, table: str, subject: list[str
 
 
 def run_infer(args: argparse.Namespace) -> int:
-    from segkd.bench.infer import bench_infer, infer_table
+    from segkd.bench.infer import bench_infer, bench_onnx_files, infer_table, onnx_files_table
 
-    result = bench_infer(args.model, args.size, args.num_classes, args.batch, args.iters, args.warmup,
+    if all(m.endswith(".onnx") for m in args.model):
+        result = bench_onnx_files(args.model, args.iters, args.warmup, args.rounds, args.threads)
+        return _write(args, result, onnx_files_table(result), [Path(m).stem for m in args.model])
+    if len(args.model) != 1:
+        raise ValueError("bench infer: give one model name / checkpoint, or only .onnx files")
+    result = bench_infer(args.model[0], args.size, args.num_classes, args.batch, args.iters, args.warmup,
                          args.device, not args.no_compile, args.threads)
     size = f"{args.size[0]}x{args.size[1]}"
-    return _write(args, result, infer_table(result), [Path(args.model).name, size, f"b{args.batch}"])
+    return _write(args, result, infer_table(result), [Path(args.model[0]).name, size, f"b{args.batch}"])
 
 
 def run_loss(args: argparse.Namespace) -> int:

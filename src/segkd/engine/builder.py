@@ -76,11 +76,25 @@ def build_student(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
     return build_model_from_config(cfg.model, num_classes)
 
 
-def build_teacher(cfg: ExperimentConfig, num_classes: int) -> nn.Module | None:
-    """The frozen teacher from ``cfg.distill.teacher`` (None for plain supervised training)."""
+def build_teacher(
+    cfg: ExperimentConfig, num_classes: int, class_names: list[str] | None = None
+) -> nn.Module | None:
+    """The frozen teacher from ``cfg.distill.teacher`` (None for plain supervised training).
+
+    Other sources (mmseg, huggingface, torchvision) and hooked features go through
+    :func:`segkd.models.external.build_external_teacher`; ``class_names`` are the dataset's.
+    """
     if cfg.distill.teacher is None:
         return None
     from segkd.models import build_model_from_config
+    from segkd.models.external import build_external_teacher, needs_adapter
+
+    t = cfg.distill.teacher
+    if needs_adapter(t):
+        teacher = build_external_teacher(
+            t, num_classes, class_names, cfg.model.output_stride, cfg.data.mean, cfg.data.std
+        )
+        return teacher.requires_grad_(False).eval()
 
     if not cfg.distill.teacher.checkpoint and not cfg.distill.allow_untrained_teacher:
         raise ValueError(

@@ -1,6 +1,6 @@
-"""``segkd eval``: evaluate a checkpoint on the validation split and write ``RUN_DIR/evals/<settings>/``.
-
-Training's own evaluation (``RUN_DIR/eval``) and the run's ``summary.json`` are never touched."""
+"""``segkd eval``: evaluate a checkpoint (or an exported ``.onnx``, float or INT8) on the validation split and
+write ``RUN_DIR/evals/<settings>/``. Training's own evaluation (``RUN_DIR/eval``) and the run's
+``summary.json`` are never touched."""
 
 from __future__ import annotations
 
@@ -35,8 +35,15 @@ def evaluate(
         raise ValueError("no checkpoint to evaluate: pass checkpoint=PATH (eval.checkpoint)")
     device = setup_distributed(cfg.train.device)
     data = builder.build_data(cfg, need_train=False)
-    model = builder.build_student(cfg, data.num_classes)
-    load_student_weights(model, checkpoint, cfg.model.checkpoint_format)
+    if str(checkpoint).endswith(".onnx"):  # an exported (float or INT8) student, run by ONNX Runtime
+        from segkd.export.onnx_module import OnnxSegmentor
+
+        model = OnnxSegmentor(checkpoint)
+        if model.num_classes != data.num_classes:
+            raise ValueError(f"{checkpoint}: {model.num_classes} classes, the dataset has {data.num_classes}")
+    else:
+        model = builder.build_student(cfg, data.num_classes)
+        load_student_weights(model, checkpoint, cfg.model.checkpoint_format)
     model.to(device).eval()
     loader = builder.build_val_loader_for(data, cfg)
     metrics, samples = run_evaluation(

@@ -28,7 +28,7 @@ def train_ka_autoencoder(
     if cfg.distill.teacher is None:
         raise ValueError("train.stage=ka_autoencoder needs distill.teacher (with its checkpoint)")
     data = data if data is not None else builder.build_data(cfg)
-    teacher = builder.build_teacher(cfg, data.num_classes).to(device)
+    teacher = builder.build_teacher(cfg, data.num_classes, data.class_names).to(device)
     batches = builder.build_train_iterator(data, cfg, start_iter=0)
     tic = time.perf_counter()
     ae, history = fit_autoencoder(

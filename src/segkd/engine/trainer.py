@@ -95,7 +95,7 @@ class Trainer:
         self.data = data
         self.meta = builder.run_meta(cfg, self.data)
         student = builder.build_student(cfg, self.data.num_classes)
-        teacher = builder.build_teacher(cfg, self.data.num_classes)
+        teacher = builder.build_teacher(cfg, self.data.num_classes, self.data.class_names)
         if is_dist_initialized() and device.type == "cuda":
             # SyncBatchNorm needs CUDA tensors; with gloo on CPU plain BatchNorm stays (buffers from rank 0).
             student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
