@@ -25,8 +25,13 @@ def naive_affinity(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 def test_adaptation_loss_hand_computed() -> None:
     t = torch.tensor([3.0, 4.0]).view(1, 2, 1, 1)  # -> (0.6, 0.8)
     s = torch.tensor([4.0, 3.0]).view(1, 2, 1, 1)  # -> (0.8, 0.6)
-    assert ka_adaptation_loss(t, s).item() == pytest.approx(0.4, rel=1e-6)
-    assert ka_adaptation_loss(t, s, reduction="mean").item() == pytest.approx(0.2, rel=1e-6)
+    assert ka_adaptation_loss(t, s, reduction="sum").item() == pytest.approx(0.4, rel=1e-6)
+    assert ka_adaptation_loss(t, s).item() == pytest.approx(0.2, rel=1e-6)  # default "mean", as the module
+    # two samples: the first as above (L1 0.4), the second identical (0): torchdistill's l1_loss sums over
+    # samples for "sum" (0.4, not the per-sample mean 0.2) and averages over N*C*H*W = 4 for "mean" (0.1)
+    t2, s2 = torch.cat([t, t]), torch.cat([s, t])
+    assert ka_adaptation_loss(t2, s2, reduction="sum").item() == pytest.approx(0.4, rel=1e-6)
+    assert ka_adaptation_loss(t2, s2, reduction="mean").item() == pytest.approx(0.1, rel=1e-6)
     assert ka_adaptation_loss(t, 7 * t).item() == pytest.approx(0.0, abs=1e-7)  # scale-invariant per sample
 
 

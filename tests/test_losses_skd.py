@@ -17,10 +17,14 @@ from segkd.losses.functional import (
 )
 
 
-def naive_pairwise(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
-    """Reference-code formula, whole (N, M, M) matrices at once, pool 'none'."""
+def naive_pairwise(fs: torch.Tensor, ft: torch.Tensor, skd: bool = False) -> torch.Tensor:
+    """Reference-code formula, whole (N, M, M) matrices at once, no pooling: CIRKD's ``F.normalize``
+    (gradient through the norm) or, ``skd=True``, official SKD's ``f / (||f|| + 1e-8)``, norm detached."""
     def sim(f):
-        f = f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-8).detach()
+        if skd:
+            f = f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-8).detach()
+        else:
+            f = torch.nn.functional.normalize(f, p=2, dim=1)
         f = f.flatten(2)
         return torch.einsum("icm,icn->imn", f, f)
     m = fs.shape[2] * fs.shape[3]
@@ -142,7 +146,7 @@ def test_gradient_penalty_hand_value_and_nan_guard():
 def test_discriminator_runs_on_small_maps(size):
     d = SAGANDiscriminator(NUM_CLASSES, conv_dim=8)
     out = d(torch.randn(2, NUM_CLASSES, *size))
-    assert out.shape == (2,) and torch.isfinite(out).all()
+    assert out.shape[:2] == (2, 1) and out.dim() == 4 and torch.isfinite(out).all()
     assert d.attn1.gamma.item() == 0.0
 
 
@@ -201,17 +205,19 @@ def test_self_attention_matches_its_three_convolutions():
     assert (attn(x) - expected).abs().max().item() < 1e-12
 
 
-def test_adversary_step_one_pass_scores_equal_separate_passes():
-    """Real and fake maps go through D together; the scores equal two separate passes (D in eval mode,
-    so that the spectral norm's power iteration does not move between the passes)."""
-    student, teacher, images, labels, spec = tiny_pair(batch=2)
+def test_adversary_step_scores_each_batch_in_its_own_pass():
+    """D's input BatchNorm uses batch statistics: real and fake maps go through D separately, as in the
+    references, so each batch's scores are those of D run on that batch alone (eval-mode spectral norm
+    keeps u, v fixed between the passes; the BatchNorm is put back in training mode)."""
+    _, _, _, _, spec = tiny_pair(batch=2)
     loss = LOSSES.build("skd_holistic", spec=spec, conv_dim=8).eval()
-    real, fake = torch.rand(2, NUM_CLASSES, 6, 6), torch.rand(2, NUM_CLASSES, 6, 6)
+    loss.discriminator.preprocess.train()
+    real, fake = torch.rand(2, NUM_CLASSES, 6, 6), 5 * torch.rand(2, NUM_CLASSES, 6, 6)
     d_real, d_fake = loss._score_pair(real, fake)
     assert torch.allclose(d_real, loss.discriminator(real), atol=1e-6)
     assert torch.allclose(d_fake, loss.discriminator(fake), atol=1e-6)
-    d_real, d_fake = loss._score_pair(real, fake[..., :5])  # different sizes: two passes
-    assert torch.allclose(d_fake, loss.discriminator(fake[..., :5]), atol=1e-6)
+    joint = loss.discriminator(torch.cat([real, fake]))  # one pass would mix the two batches' statistics
+    assert not torch.allclose(joint[:2], d_real, atol=1e-4)
 
 
 def test_gram_method_zero_for_identical_features_and_auto_choice():

@@ -105,21 +105,33 @@ def fit_autoencoder(
     latent_channels: int | None = None,
     hidden_channels: int | None = None,
     momentum: float = 0.9,
+    optimizer: str = "sgd",
+    betas: tuple[float, float] = (0.9, 0.999),
+    poly_power: float = 0.0,
+    warmup_iters: int = 0,
+    warmup_ratio: float = 0.1,
 ) -> tuple[AutoEncoder, list[float]]:
     """Stage 1: train an auto-encoder on the frozen teacher's ``feat`` for ``iters`` batches.
 
     ``batches`` yields dicts with ``"image"`` (N, 3, H, W) (``"label"`` is ignored); it is cycled if shorter
-    than ``iters``. SGD (momentum 0.9) at ``lr`` with ``weight_decay`` (the paper: lr 0.1, "large" weight
-    decay, value unpublished; 5e-4 here is an assumption). The widths default to the teacher's feat
-    channels C (hidden = C, latent = C // 2: 256 / 128 for the 256-channel DeepLabV3-R101 head), so the
-    auto-encoder compresses the teacher's features whatever its width. Returns
-    ``(autoencoder, loss per iteration)``.
+    than ``iters``. ``optimizer`` "sgd" (``lr``, ``momentum``, ``weight_decay``) or "adamw" (``lr``,
+    ``betas``, ``weight_decay``), with the poly schedule of :mod:`segkd.engine.schedule` when
+    ``poly_power`` > 0 (0: constant LR). Defaults: SGD lr 0.1, momentum 0.9, constant LR, as
+    torchdistill's KTAAD stage 1 (the paper: lr 0.1, "large" weight decay, value unpublished; 5e-4 here
+    is an assumption); ``train.stage=ka_autoencoder`` passes the run's ``optim`` section instead.
+    The widths default to the teacher's feat channels C (hidden = C, latent = C // 2: 256 / 128 for the
+    256-channel DeepLabV3-R101 head), so the auto-encoder compresses the teacher's features whatever its
+    width. Returns ``(autoencoder, loss per iteration)``.
     """
+    from segkd.engine.schedule import build_poly_scheduler
+
+    if optimizer not in ("sgd", "adamw"):
+        raise ValueError(f"fit_autoencoder: optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
     teacher = teacher.to(device).eval()
     ae: AutoEncoder | None = None
     history: list[float] = []
     stream = _cycle(batches)
-    opt = None
+    opt = sched = None
     for _ in tqdm(range(iters), disable=not progress, desc="ka autoencoder"):
         images = next(stream)["image"].to(device)
         with torch.no_grad():
@@ -127,12 +139,19 @@ def fit_autoencoder(
         if ae is None:
             latent, hidden = default_widths(feat.shape[1])
             ae = AutoEncoder(feat.shape[1], latent_channels or latent, hidden_channels or hidden).to(device)
-            opt = torch.optim.SGD(ae.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+            if optimizer == "sgd":
+                opt = torch.optim.SGD(ae.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+            else:
+                opt = torch.optim.AdamW(ae.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+            if poly_power > 0 or warmup_iters > 0:
+                sched = build_poly_scheduler(opt, iters, poly_power, warmup_iters, warmup_ratio)
         recon, latent = ae(feat)
         loss = autoencoder_loss(recon, feat, latent, l1_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
         history.append(loss.item())
     if ae is None:
         raise ValueError("fit_autoencoder: no batch was seen (iters must be >= 1 and batches non-empty)")
@@ -227,9 +246,10 @@ class _KATerm(DistillLoss):
 @LOSSES.register("ka_adapt")
 class KAAdapt(_KATerm):
     """Feature adaptation term :func:`ka_adaptation_loss` on (E(t), C_f(s)); options ``autoencoder``
-    (required path), ``reduction``: "mean" (default, torchdistill: L1 averaged over C*H*W, the scale its
-    weight 50 was set for) or "sum" (summed over the map: with weight 50 it swamped the task loss and the
-    demo student collapsed to background, 9.7 mIoU, measured)."""
+    (required path), ``reduction``: "mean" (default, torchdistill's KTAAD config: L1 averaged over
+    N*C*H*W, the scale its weight 50 was set for) or "sum" (torchdistill's ``reduction: sum``: summed over
+    samples and the map; a per-sample sum with weight 50 swamped the task loss and the demo student
+    collapsed to background, 9.7 mIoU, measured)."""
 
     def __init__(self, spec: DistillSpec, *, autoencoder: str | None = None, reduction: str = "mean") -> None:
         super().__init__(spec, autoencoder)

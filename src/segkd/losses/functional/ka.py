@@ -12,26 +12,24 @@ from segkd.losses.functional.common import check_same_shape
 __all__ = ["ka_adaptation_loss", "ka_affinity_loss", "autoencoder_loss"]
 
 
-def ka_adaptation_loss(latent_t: Tensor, adapted_s: Tensor, reduction: str = "sum") -> Tensor:
+def ka_adaptation_loss(latent_t: Tensor, adapted_s: Tensor, reduction: str = "mean") -> Tensor:
     """Feature adaptation loss (paper Eq. 3, q = 2, p = 1 as in torchdistill's ``KTALoss``).
 
     Each sample's whole map is flattened and L2-normalised, x_hat = x / ||x||_2 over C*H*W (torchdistill
-    normalises per sample over the whole map, not per position), then
+    normalises per sample over the whole map, not per position), then torchdistill's
+    ``l1_loss(x_hat_s, x_hat_t, reduction)``::
 
-        L = 1/N sum_n || x_hat^t_n - x_hat^s_n ||_1     (reduction="sum": summed over positions, channels)
+        "mean" (default, torchdistill's KTAAD config):  L = 1/(N*C*H*W) sum_n || x_hat^t_n - x_hat^s_n ||_1
+        "sum":                                          L =             sum_n || x_hat^t_n - x_hat^s_n ||_1
 
-    ``reduction="mean"`` divides additionally by C*H*W (torchdistill's ``l1_loss(reduction='mean')``).
     Shapes: ``latent_t`` = E(teacher feat) and ``adapted_s`` = C_f(student feat), both (N, C, H, W).
     """
     check_same_shape(adapted_s, latent_t, "ka_adapt")
     t = F.normalize(latent_t.flatten(1), p=2, dim=1)
     s = F.normalize(adapted_s.flatten(1), p=2, dim=1)
-    diff = (t - s).abs().sum(dim=1)
-    if reduction == "mean":
-        return diff.mean() / t.shape[1]
-    if reduction != "sum":
+    if reduction not in ("sum", "mean"):
         raise ValueError(f"ka_adapt: reduction must be 'sum' or 'mean', got {reduction!r}")
-    return diff.mean()
+    return F.l1_loss(s, t, reduction=reduction)
 
 
 def ka_affinity_loss(latent_t: Tensor, adapted_s: Tensor) -> Tensor:
