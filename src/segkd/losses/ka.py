@@ -20,7 +20,12 @@ from tqdm import tqdm
 
 from segkd.losses.base import LOSSES, DistillBatch, DistillLoss, DistillSpec
 from segkd.losses.functional.common import align_to_larger
-from segkd.losses.functional.ka import autoencoder_loss, ka_adaptation_loss, ka_affinity_loss
+from segkd.losses.functional.ka import (
+    autoencoder_loss,
+    ka_adaptation_loss,
+    ka_affinity_loss,
+    ka_affinity_loss_torchdistill,
+)
 from segkd.models.outputs import SegOutput
 
 
@@ -220,10 +225,15 @@ def shared_encoder(spec: DistillSpec, path: str) -> tuple[FrozenEncoder, dict[st
     return cache[path]
 
 
+def single_conv_adapter(in_channels: int, out_channels: int) -> nn.Conv2d:
+    """torchdistill's affinity adapter (``Student4KTAAD``): one conv3x3 with bias, no BN or ReLU."""
+    return nn.Conv2d(in_channels, out_channels, 3, padding=1)
+
+
 class _KATerm(DistillLoss):
     """Uses the shared frozen encoder (``autoencoder`` option) and owns one adapter."""
 
-    def __init__(self, spec: DistillSpec, autoencoder: str | None = None) -> None:
+    def __init__(self, spec: DistillSpec, autoencoder: str | None = None, single_conv: bool = False) -> None:
         super().__init__()
         if not autoencoder:
             raise ValueError(
@@ -231,7 +241,8 @@ class _KATerm(DistillLoss):
                 "train.stage=ka_autoencoder) is required"
             )
         self.encoder, config = shared_encoder(spec, str(autoencoder))
-        self.adapter = adapter(spec.student_feat_channels, config["latent_channels"])
+        build = single_conv_adapter if single_conv else adapter
+        self.adapter = build(spec.student_feat_channels, config["latent_channels"])
 
     def student_parameters(self) -> Iterator[nn.Parameter]:
         return (p for p in self.adapter.parameters())
@@ -264,11 +275,29 @@ class KAAdapt(_KATerm):
 
 @LOSSES.register("ka_affinity")
 class KAAffinity(_KATerm):
-    """Affinity term :func:`ka_affinity_loss` on (E(t), C_a(s)); option ``autoencoder`` (required path)."""
+    """Affinity term on (E(t), C_a(s)); options ``autoencoder`` (required path) and ``definition``:
 
-    def __init__(self, spec: DistillSpec, *, autoencoder: str | None = None) -> None:
-        super().__init__(spec, autoencoder)
+    - ``"paper"`` (default): He et al. Eq. 5, position-to-position cosine affinity
+      (:func:`ka_affinity_loss`), adapter C_a = conv3x3-BN-ReLU.
+    - ``"torchdistill"``: torchdistill's ``AffinityLoss`` (:func:`ka_affinity_loss_torchdistill`: each
+      channel normalised over positions, sum over channels of un-squared Frobenius norms, mean over
+      samples) with its single-conv adapter (conv3x3 with bias); ``reduction`` "mean" or "sum" as there.
+    """
+
+    def __init__(self, spec: DistillSpec, *, autoencoder: str | None = None, definition: str = "paper",
+                 reduction: str = "mean") -> None:
+        if definition not in ("paper", "torchdistill"):
+            raise ValueError(f"ka_affinity: option 'definition' must be 'paper' or 'torchdistill', "
+                             f"got {definition!r}")
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"ka_affinity: option 'reduction' must be 'sum' or 'mean', got {reduction!r}")
+        if definition == "paper" and reduction != "mean":
+            raise ValueError("ka_affinity: option 'reduction' applies to definition 'torchdistill' only")
+        super().__init__(spec, autoencoder, single_conv=definition == "torchdistill")
+        self.definition, self.reduction = definition, reduction
 
     def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
         latent, adapted = self.aligned(student, teacher)
+        if self.definition == "torchdistill":
+            return ka_affinity_loss_torchdistill(latent, adapted, self.reduction)
         return ka_affinity_loss(latent, adapted)
