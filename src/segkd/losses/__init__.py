@@ -8,7 +8,7 @@ import importlib.util
 
 from segkd.losses.base import LOSSES, DistillBatch, DistillLoss, DistillSpec
 
-METHOD_MODULES = ("kd", "skd", "ifvd", "cwd", "feature", "dist", "cirkd", "ka")
+METHOD_MODULES = ("kd", "skd", "ifvd", "cwd", "feature", "dist", "cirkd", "ka", "dsd")
 
 for _name in METHOD_MODULES:
     if importlib.util.find_spec(f"segkd.losses.{_name}") is not None:
