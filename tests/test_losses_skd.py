@@ -114,7 +114,7 @@ def test_pairwise_invariants_and_gradcheck():
     t = torch.randn(1, 4, 3, 3, dtype=torch.float64)
     assert pairwise_affinity_loss(t, t).item() == pytest.approx(0.0, abs=1e-12)
     assert pairwise_affinity_loss(s, t).item() > 0
-    # only the undetached norm has the true gradient (detach_norm=True is checked against naive above)
+    # the undetached norm (the pool="none"/"cirkd" default) has the true gradient
     fn = lambda x: pairwise_affinity_loss(x, t, pool="none", detach_norm=False, block_size=4)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (s,))
 
