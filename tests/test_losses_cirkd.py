@@ -309,3 +309,46 @@ def test_single_memory_term_allocates_only_its_queue() -> None:
     p2r = LOSSES.build("cirkd_memory_p2r", spec=_spec(), region_memory_size=8)
     assert p2r.shared_memory.pixel_queue is None
     assert p2r.shared_memory.region_queue.queue.shape == (3, 8, 5)
+
+
+def test_memory_enqueue_reference_positions_and_pointer_reset_by_hand() -> None:
+    """``enqueue: reference`` reproduces CIRKD's pixel enqueue: ``randperm(n)`` of the class's pixel count
+    indexes the image's positions (raster order), and a write reaching the end of the buffer fills the
+    last k slots and resets the pointer; segkd's default takes the class's own pixels and wraps."""
+    spec = DistillSpec(num_classes=2, student_feat_channels=4, teacher_feat_channels=4)
+    t = torch.eye(4).reshape(1, 4, 1, 4)  # position p holds e_p
+    labels = torch.tensor([[[1, 0, 1, 1]]])  # class 0: position 1 only; class 1: positions 0, 2, 3
+    entries = {}
+    for mode in ("reference", "segkd"):
+        p2p = LOSSES.build("cirkd_memory_p2p", spec=spec, pixel_memory_size=4, enqueue=mode)
+        mem = p2p.shared_memory
+        mem.enqueue(t, labels, torch.Generator().manual_seed(0))
+        entries[mode] = mem.pixel_queue.queue.clone(), mem.pixel_queue.ptr.tolist()
+        if mode == "reference":
+            first = mem.pixel_queue.queue[1, 0].clone()
+            mem.enqueue(t, labels, torch.Generator().manual_seed(1))
+            # class 1 again: ptr 3 + k 3 >= 4 -> last 3 slots rewritten, pointer back to 0, slot 0 kept
+            assert mem.pixel_queue.ptr.tolist() == [2, 0]
+            assert torch.equal(mem.pixel_queue.queue[1, 0], first)
+            rows = {tuple(r.tolist()) for r in mem.pixel_queue.queue[1, 1:]}
+            assert rows == {tuple(torch.eye(4)[p].tolist()) for p in (0, 1, 2)}
+    queue, ptr = entries["reference"]
+    assert ptr == [1, 3]
+    assert torch.equal(queue[0, 0], torch.eye(4)[0])  # class 0 (n = 1): image position 0 (a class-1 pixel)
+    assert {tuple(r.tolist()) for r in queue[1, :3]} == {tuple(torch.eye(4)[p].tolist()) for p in (0, 1, 2)}
+    queue, ptr = entries["segkd"]
+    assert ptr == [1, 3]
+    assert torch.equal(queue[0, 0], torch.eye(4)[1])  # class 0's own pixel
+    assert {tuple(r.tolist()) for r in queue[1, :3]} == {tuple(torch.eye(4)[p].tolist()) for p in (0, 2, 3)}
+    with pytest.raises(ValueError, match="enqueue"):
+        LOSSES.build("cirkd_memory_p2p", spec=spec, enqueue="fifo")
+
+
+def test_class_queue_reference_block_write() -> None:
+    q = ClassQueue(1, 5, 2)
+    q.push_block_reference(torch.ones(2, 2), 0)
+    assert q.ptr.tolist() == [2] and torch.equal(q.queue[0, :2], torch.ones(2, 2))
+    q.push_block_reference(torch.full((3, 2), 2.0), 0)  # 2 + 3 >= 5: last 3 slots, pointer reset
+    assert q.ptr.tolist() == [0] and torch.equal(q.queue[0, 2:], torch.full((3, 2), 2.0))
+    q.push_block_reference(torch.full((1, 2), 3.0), 0)
+    assert q.ptr.tolist() == [1] and torch.equal(q.queue[0, 0], torch.full((2,), 3.0))

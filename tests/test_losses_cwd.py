@@ -48,3 +48,29 @@ def test_module_gradients_and_alignment(target):
     value.backward()
     assert value.item() > 0
     assert_grads_student_only(loss, student, teacher, feat_only=target == "feat")
+
+
+def test_feature_cwd_divides_by_student_channels_like_cirkd():
+    """Cs = 2 student channels, Ct = 4 teacher channels: CIRKD divides the KL sum by N * Cs (its ``n, c``
+    are read before the alignment conv); mmrazor's order (connector first) divides by N * Ct."""
+    from segkd.losses import DistillBatch, DistillSpec
+    from segkd.models.outputs import SegOutput
+
+    spec = DistillSpec(num_classes=3, student_feat_channels=2, teacher_feat_channels=4)
+    t_feat = torch.tensor([LN3, 0.0], dtype=torch.float64).view(1, 1, 1, 2).repeat(1, 4, 1, 1)
+    s_feat = torch.randn(1, 2, 1, 2, dtype=torch.float64)
+    # zero alignment conv: every aligned student channel is (0, 0), i.e. uniform; each teacher channel is
+    # softmax(ln3, 0) = (3/4, 1/4): four channels of KL_A each, a sum of 4 * KL_A
+    out = {}
+    for norm in ("student", "teacher"):
+        loss = LOSSES.build("cwd", spec=spec, target="feat", temperature=1.0, normalize_by=norm).double()
+        torch.nn.init.zeros_(loss.align.weight)
+        logits = torch.zeros(1, 3, 1, 2, dtype=torch.float64)
+        batch = DistillBatch(images=torch.zeros(1, 3, 1, 2), labels=torch.zeros(1, 1, 2, dtype=torch.long))
+        out[norm] = loss(SegOutput(logits=logits, feat=s_feat), SegOutput(logits=logits, feat=t_feat), batch)
+    assert out["student"].item() == pytest.approx(4 * KL_A / 2, rel=1e-12)  # / (N * Cs) = / 2
+    assert out["teacher"].item() == pytest.approx(4 * KL_A / 4, rel=1e-12)  # / (N * Ct) = / 4
+    assert channel_wise_loss(torch.zeros(1, 4, 1, 2, dtype=torch.float64), t_feat, 1.0,
+                             channels=2).item() == pytest.approx(2 * KL_A, rel=1e-12)
+    with pytest.raises(ValueError, match="normalize_by"):
+        LOSSES.build("cwd", spec=spec, target="feat", normalize_by="both")

@@ -59,3 +59,42 @@ def test_module_gradients():
     value.backward()
     assert value.item() > 0
     assert_grads_student_only(loss, student, teacher)
+
+
+def test_aux_term_hand_value_skip_and_teacher_aux_hook():
+    """aux_weight w: DIST(main) + w * DIST(aux) (official DIST training: w = 0.4); skipped for a student
+    without aux logits; the distiller runs the eval-mode teacher's aux head when a term asks for it."""
+    from segkd.losses import DistillBatch, DistillSpec
+    from segkd.models.outputs import SegOutput
+
+    s, t = hand_case()  # DIST(s, t) = 27/14 + 5/3 by hand
+    spec = DistillSpec(num_classes=3, student_feat_channels=1, teacher_feat_channels=1)
+    batch = DistillBatch(images=torch.zeros(1, 3, 1, 2), labels=torch.zeros(1, 1, 2, dtype=torch.long))
+    feat = torch.zeros(1, 1, 1, 2, dtype=torch.float64)
+    loss = LOSSES.build("dist", spec=spec, aux_weight=0.4)
+    assert loss.needs_teacher_aux and not LOSSES.build("dist", spec=spec).needs_teacher_aux
+    # main term on identical logits: inter 0, intra 1 - (1 + 0 + 1)/3 = 1/3 (class 1 is constant: rho 0)
+    student = SegOutput(logits=t, feat=feat, aux_logits=s)
+    teacher = SegOutput(logits=t, feat=feat, aux_logits=t)
+    assert loss(student, teacher, batch).item() == pytest.approx(1 / 3 + 0.4 * (27 / 14 + 5 / 3), rel=1e-6)
+    no_aux = SegOutput(logits=s, feat=feat)
+    assert loss(no_aux, teacher, batch).item() == pytest.approx(27 / 14 + 5 / 3, rel=1e-6)
+    with pytest.raises(ValueError, match="aux"):
+        loss(student, SegOutput(logits=t, feat=feat), batch)
+    with pytest.raises(ValueError, match="aux_weight"):
+        LOSSES.build("dist", spec=spec, aux_weight=-1.0)
+
+    from segkd.engine.distiller import Distiller
+    from segkd.models import build_model
+
+    torch.manual_seed(0)
+    stu, tea = build_model("test_tiny_student", 3), build_model("test_tiny_student", 3)
+    images = torch.randn(2, 3, 32, 32)
+    plain = Distiller(stu, tea, {"dist": LOSSES.build("dist", spec=spec)}, {"dist": 1.0})
+    assert plain.teacher_forward(images).aux_logits is None  # eval-mode teacher: no aux head by default
+    with_aux = Distiller(stu, tea, {"dist": loss}, {"dist": 1.0})
+    out = with_aux.teacher_forward(images)
+    tea.train()
+    expected = tea(images).aux_logits  # the same head in training mode on the same stages
+    tea.eval()
+    assert out.aux_logits is not None and out.aux_logits.shape == expected.shape

@@ -10,7 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from segkd.losses import LOSSES, DistillBatch, DistillSpec
-from segkd.losses.functional.ka import autoencoder_loss, ka_adaptation_loss, ka_affinity_loss
+from segkd.losses.functional.ka import (
+    autoencoder_loss,
+    ka_adaptation_loss,
+    ka_affinity_loss,
+    ka_affinity_loss_torchdistill,
+)
 from segkd.losses.ka import AutoEncoder, fit_autoencoder, load_autoencoder, save_autoencoder
 from segkd.models.outputs import SegOutput
 
@@ -25,8 +30,13 @@ def naive_affinity(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 def test_adaptation_loss_hand_computed() -> None:
     t = torch.tensor([3.0, 4.0]).view(1, 2, 1, 1)  # -> (0.6, 0.8)
     s = torch.tensor([4.0, 3.0]).view(1, 2, 1, 1)  # -> (0.8, 0.6)
-    assert ka_adaptation_loss(t, s).item() == pytest.approx(0.4, rel=1e-6)
-    assert ka_adaptation_loss(t, s, reduction="mean").item() == pytest.approx(0.2, rel=1e-6)
+    assert ka_adaptation_loss(t, s, reduction="sum").item() == pytest.approx(0.4, rel=1e-6)
+    assert ka_adaptation_loss(t, s).item() == pytest.approx(0.2, rel=1e-6)  # default "mean", as the module
+    # two samples: the first as above (L1 0.4), the second identical (0): torchdistill's l1_loss sums over
+    # samples for "sum" (0.4, not the per-sample mean 0.2) and averages over N*C*H*W = 4 for "mean" (0.1)
+    t2, s2 = torch.cat([t, t]), torch.cat([s, t])
+    assert ka_adaptation_loss(t2, s2, reduction="sum").item() == pytest.approx(0.4, rel=1e-6)
+    assert ka_adaptation_loss(t2, s2, reduction="mean").item() == pytest.approx(0.1, rel=1e-6)
     assert ka_adaptation_loss(t, 7 * t).item() == pytest.approx(0.0, abs=1e-7)  # scale-invariant per sample
 
 
@@ -138,3 +148,109 @@ def test_stage2_terms_share_one_encoder_run_per_step(tmp_path: Path) -> None:
     other = DistillSpec(num_classes=2, student_feat_channels=5, teacher_feat_channels=6)
     separate = LOSSES.build("ka_adapt", spec=other, autoencoder=str(tmp_path / "ae.pt"))
     assert separate.encoder is not adapt.encoder
+
+
+def torchdistill_affinity_naive(t: torch.Tensor, s: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """torchdistill ``AffinityLoss.forward`` written out: explicit HW x HW outer products per channel."""
+    s, t = s.flatten(2), t.flatten(2)
+    n, c, hw = s.shape
+    s, t = s / s.norm(p=2, dim=2, keepdim=True), t / t.norm(p=2, dim=2, keepdim=True)
+    total = torch.zeros(n, dtype=s.dtype)
+    for i in range(c):
+        outer_s = torch.bmm(s[:, i].unsqueeze(2), s[:, i].unsqueeze(1))
+        outer_t = torch.bmm(t[:, i].unsqueeze(2), t[:, i].unsqueeze(1))
+        total += ((outer_s - outer_t) / hw).norm(p=2, dim=(1, 2))
+    return total.mean() if reduction == "mean" else total.sum()
+
+
+def test_torchdistill_affinity_hand_value_naive_and_gradcheck() -> None:
+    # sample 0, channel 0: t = (1, 0), s = (1, 1)/sqrt2 over the 2 positions:
+    # t t^T = [[1, 0], [0, 0]], s s^T = all 1/2, difference [[-1/2, 1/2], [1/2, 1/2]]: Frobenius 1,
+    # divided by HW = 2 -> 0.5 (un-squared); channel 1 identical -> 0; sample 1 identical -> 0.
+    t = torch.tensor([[[1.0, 0.0], [2.0, 3.0]], [[1.0, 2.0], [3.0, 4.0]]], dtype=torch.float64)
+    t = t.view(2, 2, 1, 2)
+    s = t.clone()
+    s[0, 0] = torch.tensor([[5.0, 5.0]])  # normalised over positions: (1, 1)/sqrt2
+    assert ka_affinity_loss_torchdistill(t, s).item() == pytest.approx(0.25, rel=1e-12)  # mean over N=2
+    assert ka_affinity_loss_torchdistill(t, s, "sum").item() == pytest.approx(0.5, rel=1e-12)
+    # the paper's definition on the same tensors is another number (position-to-position affinity)
+    assert ka_affinity_loss(t, s).item() != pytest.approx(0.25, rel=1e-3)
+    g = torch.Generator().manual_seed(1)
+    t = torch.randn(2, 3, 3, 4, generator=g, dtype=torch.float64)
+    s = torch.randn(2, 3, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    for red in ("mean", "sum"):
+        fast, naive = ka_affinity_loss_torchdistill(t, s, red), torchdistill_affinity_naive(t, s, red)
+        (g_fast,), (g_naive,) = torch.autograd.grad(fast, s), torch.autograd.grad(naive, s)
+        assert fast.item() == pytest.approx(naive.item(), rel=1e-12)
+        assert torch.allclose(g_fast, g_naive, rtol=1e-10, atol=1e-14)
+    assert torch.autograd.gradcheck(lambda x: ka_affinity_loss_torchdistill(t, x), (s,))
+    same = ka_affinity_loss_torchdistill(t, 3 * t.detach().clone().requires_grad_(True))
+    assert same.item() == pytest.approx(0.0, abs=1e-15)
+
+
+def test_ka_affinity_torchdistill_module_uses_single_conv_adapter(tmp_path: Path) -> None:
+    save_autoencoder(tmp_path / "ae.pt", AutoEncoder(6, latent_channels=4, hidden_channels=8))
+    spec = DistillSpec(num_classes=2, student_feat_channels=5, teacher_feat_channels=6)
+    loss = LOSSES.build("ka_affinity", spec=spec, autoencoder=str(tmp_path / "ae.pt"),
+                        definition="torchdistill")
+    assert isinstance(loss.adapter, nn.Conv2d) and loss.adapter.bias is not None
+    assert loss.adapter.kernel_size == (3, 3) and loss.adapter.out_channels == 4
+    fs, ft = torch.randn(2, 5, 4, 4, requires_grad=True), torch.randn(2, 6, 4, 4)
+    value = loss(SegOutput(logits=fs, feat=fs), SegOutput(logits=ft, feat=ft),
+                 DistillBatch(images=torch.zeros(2, 3, 16, 16), labels=torch.zeros(2, 16, 16)))
+    with torch.no_grad():
+        latent = loss.encoder.net(ft)
+    expected = ka_affinity_loss_torchdistill(latent, loss.adapter(fs))
+    assert value.item() == pytest.approx(expected.item(), rel=1e-12)
+    with pytest.raises(ValueError, match="definition"):
+        LOSSES.build("ka_affinity", spec=spec, autoencoder=str(tmp_path / "ae.pt"), definition="cosine")
+
+
+def test_stage1_honours_the_optim_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.stage=ka_autoencoder passes the run's optim section to fit_autoencoder (optim.lr= on a
+    ka_autoencoder config used to be silently dropped)."""
+    import segkd.losses.ka as ka_module
+    from _engine_helpers import tiny_config
+    from segkd.config_schema import ModelConfig
+    from segkd.engine import builder
+    from segkd.engine.ka_stage import train_ka_autoencoder
+
+    cfg = tiny_config(tmp_path / "run", iters=3, optim__name="adamw", optim__lr=0.123,
+                      optim__weight_decay=0.01, optim__poly_power=0.5, optim__betas="[0.8,0.9]",
+                      optim__momentum=0.7, optim__warmup_iters=2, optim__warmup_ratio=0.3)
+    cfg.distill.teacher = ModelConfig(name="test_tiny_student")
+    seen = {}
+
+    def fake_fit(teacher, batches, iters, **kwargs):
+        seen.update(kwargs, iters=iters)
+        return AutoEncoder(4, 2, 4), [1.0]
+
+    monkeypatch.setattr(ka_module, "fit_autoencoder", fake_fit)
+    monkeypatch.setattr(builder, "build_teacher", lambda cfg, k, names=None: nn.Identity())
+    monkeypatch.setattr(builder, "build_train_iterator", lambda data, cfg, start_iter: iter(()))
+    (tmp_path / "run").mkdir()
+    data = type("Data", (), {"num_classes": 2, "class_names": ["a", "b"]})()
+    train_ka_autoencoder(cfg, torch.device("cpu"), tmp_path / "run", data=data)
+    assert seen["optimizer"] == "adamw" and seen["lr"] == 0.123 and seen["weight_decay"] == 0.01
+    assert seen["poly_power"] == 0.5 and tuple(seen["betas"]) == (0.8, 0.9) and seen["momentum"] == 0.7
+    assert seen["warmup_iters"] == 2 and seen["warmup_ratio"] == 0.3 and seen["iters"] == 3
+    assert (tmp_path / "run" / "autoencoder.pt").is_file()
+
+
+@pytest.mark.parametrize("optimizer,poly", [("sgd", 0.0), ("adamw", 0.9)])
+def test_fit_autoencoder_optimizer_and_schedule(optimizer: str, poly: float) -> None:
+    """lr = 0 leaves the auto-encoder where it started for either optimizer (the LR is the one given);
+    a positive lr moves it."""
+    batches = [{"image": torch.randn(2, 3, 8, 8)}]
+    weights = []
+    for lr in (0.0, 0.01):
+        torch.manual_seed(0)
+        TinyTeacher()
+        ref = AutoEncoder(6, 4, 8).state_dict()  # what fit_autoencoder builds after the same draws
+        torch.manual_seed(0)
+        ae, _ = fit_autoencoder(TinyTeacher(), batches, iters=3, lr=lr, progress=False, latent_channels=4,
+                                hidden_channels=8, optimizer=optimizer, poly_power=poly, weight_decay=0.0)
+        weights.append(all(torch.equal(ae.state_dict()[k], ref[k]) for k in ref))
+    assert weights == [True, False]
+    with pytest.raises(ValueError, match="optimizer"):
+        fit_autoencoder(TinyTeacher(), batches, iters=1, optimizer="rmsprop", progress=False)

@@ -1,5 +1,7 @@
 """SKD pair-wise (blocked vs naive, hand value) and holistic (discriminator, adversary step)."""
 
+import math
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -18,12 +20,17 @@ from segkd.losses.functional import (
     pairwise_affinity_loss,
     skd_pool,
 )
+from segkd.models.outputs import SegOutput
 
 
-def naive_pairwise(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
-    """Reference-code formula, whole (N, M, M) matrices at once, pool 'none'."""
+def naive_pairwise(fs: torch.Tensor, ft: torch.Tensor, skd: bool = False) -> torch.Tensor:
+    """Reference-code formula, whole (N, M, M) matrices at once, no pooling: CIRKD's ``F.normalize``
+    (gradient through the norm) or, ``skd=True``, official SKD's ``f / (||f|| + 1e-8)``, norm detached."""
     def sim(f):
-        f = f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-8).detach()
+        if skd:
+            f = f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-8).detach()
+        else:
+            f = torch.nn.functional.normalize(f, p=2, dim=1)
         f = f.flatten(2)
         return torch.einsum("icm,icn->imn", f, f)
     m = fs.shape[2] * fs.shape[3]
@@ -110,7 +117,7 @@ def test_pairwise_invariants_and_gradcheck():
     t = torch.randn(1, 4, 3, 3, dtype=torch.float64)
     assert pairwise_affinity_loss(t, t).item() == pytest.approx(0.0, abs=1e-12)
     assert pairwise_affinity_loss(s, t).item() > 0
-    # only the undetached norm has the true gradient (detach_norm=True is checked against naive above)
+    # the undetached norm (the pool="none"/"cirkd" default) has the true gradient
     fn = lambda x: pairwise_affinity_loss(x, t, pool="none", detach_norm=False, block_size=4)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (s,))
 
@@ -145,7 +152,7 @@ def test_gradient_penalty_hand_value_and_nan_guard():
 def test_discriminator_runs_on_small_maps(size):
     d = SAGANDiscriminator(NUM_CLASSES, conv_dim=8)
     out = d(torch.randn(2, NUM_CLASSES, *size))
-    assert out.shape == (2,) and torch.isfinite(out).all()
+    assert out.shape[:2] == (2, 1) and out.dim() == 4 and torch.isfinite(out).all()
     assert d.attn1.gamma.item() == 0.0
 
 
@@ -214,17 +221,19 @@ def test_self_attention_matches_its_three_convolutions():
     assert (attn(x) - expected).abs().max().item() < 1e-12
 
 
-def test_adversary_step_one_pass_scores_equal_separate_passes():
-    """Real and fake maps go through D together; the scores equal two separate passes (D in eval mode,
-    so that the spectral norm's power iteration does not move between the passes)."""
-    student, teacher, images, labels, spec = tiny_pair(batch=2)
+def test_adversary_step_scores_each_batch_in_its_own_pass():
+    """D's input BatchNorm uses batch statistics: real and fake maps go through D separately, as in the
+    references, so each batch's scores are those of D run on that batch alone (eval-mode spectral norm
+    keeps u, v fixed between the passes; the BatchNorm is put back in training mode)."""
+    _, _, _, _, spec = tiny_pair(batch=2)
     loss = LOSSES.build("skd_holistic", spec=spec, conv_dim=8).eval()
-    real, fake = torch.rand(2, NUM_CLASSES, 6, 6), torch.rand(2, NUM_CLASSES, 6, 6)
+    loss.discriminator.preprocess.train()
+    real, fake = torch.rand(2, NUM_CLASSES, 6, 6), 5 * torch.rand(2, NUM_CLASSES, 6, 6)
     d_real, d_fake = loss._score_pair(real, fake)
     assert torch.allclose(d_real, loss.discriminator(real), atol=1e-6)
     assert torch.allclose(d_fake, loss.discriminator(fake), atol=1e-6)
-    d_real, d_fake = loss._score_pair(real, fake[..., :5])  # different sizes: two passes
-    assert torch.allclose(d_fake, loss.discriminator(fake[..., :5]), atol=1e-6)
+    joint = loss.discriminator(torch.cat([real, fake]))  # one pass would mix the two batches' statistics
+    assert not torch.allclose(joint[:2], d_real, atol=1e-4)
 
 
 def test_gram_method_zero_for_identical_features_and_auto_choice():
@@ -255,3 +264,160 @@ def test_gram_method_float32_cancellation_is_bounded():
         exact = affinity_sq_error_sum(fs.double(), ft.double(), method="blocked", block_size=2048).item()
         gram = affinity_sq_error_sum(fs, ft, method="gram").item()
         assert abs(gram - exact) / exact < bound
+
+
+# ---------------------------------------------------------------- exactness to the references (issue 10)
+
+
+def cirkd_structural_kd(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
+    """CIRKD ``CriterionStructuralKD`` written out: 2x2 max pool (ceil), F.normalize, mean squared error."""
+    pool = torch.nn.MaxPool2d(2, 2, 0, ceil_mode=True)
+    fs = torch.nn.functional.normalize(pool(fs), p=2, dim=1).flatten(2)
+    ft = torch.nn.functional.normalize(pool(ft), p=2, dim=1).flatten(2)
+    return ((fs.transpose(1, 2) @ fs - ft.transpose(1, 2) @ ft) ** 2).mean()
+
+
+def skd_sim_dis(fs: torch.Tensor, ft: torch.Tensor, scale: float = 0.5) -> torch.Tensor:
+    """Official SKD ``CriterionPairWiseforWholeFeatAfterPool`` + ``sim_dis_compute`` written out."""
+    kernel = (int(ft.shape[2] * scale), int(ft.shape[3] * scale))
+    pool = torch.nn.MaxPool2d(kernel, kernel, 0, ceil_mode=True)
+    fs, ft = pool(fs), pool(ft)
+
+    def sim(f):
+        f = f / ((f ** 2).sum(1, keepdim=True) ** 0.5 + 1e-8).detach()
+        f = f.flatten(2)
+        return torch.einsum("icm,icn->imn", f, f)
+    m = ft.shape[2] * ft.shape[3]
+    return (((sim(ft) - sim(fs)) ** 2) / m**2 / ft.shape[0]).sum()
+
+
+@pytest.mark.parametrize("pool,reference", [("cirkd", cirkd_structural_kd), ("skd", skd_sim_dis)])
+def test_pairwise_default_matches_its_pool_reference_value_and_gradient(pool, reference):
+    """The module's default (detach_norm follows the pool) equals the pool's reference code in value and
+    gradient; the other detaching gives the same value but a different gradient."""
+    torch.manual_seed(4)
+    s = torch.randn(2, 6, 7, 9, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(2, 6, 7, 9, dtype=torch.float64)
+    _, _, _, _, spec = tiny_pair()
+    loss = LOSSES.build("skd_pairwise", spec=spec, pool=pool)
+    assert loss.detach_norm == (pool == "skd")
+    ours = pairwise_affinity_loss(s, t, pool=pool, detach_norm=loss.detach_norm)
+    ref = reference(s, t)
+    (g_ours,), (g_ref,) = torch.autograd.grad(ours, s), torch.autograd.grad(ref, s)
+    assert abs(ours.item() - ref.item()) < 1e-15
+    assert torch.allclose(g_ours, g_ref, rtol=1e-12, atol=1e-16)
+    other = pairwise_affinity_loss(s, t, pool=pool, detach_norm=pool != "skd")
+    (g_other,) = torch.autograd.grad(other, s)
+    assert other.item() == pytest.approx(ours.item(), rel=1e-7)
+    assert (g_other - g_ref).norm() > 0.1 * g_ref.norm()  # the gradients differ by far more than rounding
+
+
+def test_discriminator_parameter_count_matches_the_references():
+    # references: 19-class input BatchNorm2d (38) + the SAGAN stack (3,191,683) at conv_dim 64
+    assert sum(p.numel() for p in SAGANDiscriminator(19).parameters()) == 3_191_721
+    assert sum(p.numel() for p in SAGANDiscriminator(19, preprocess="tanh").parameters()) == 3_191_683
+
+
+def test_discriminator_sees_raw_logits_through_batchnorm():
+    """Training-mode input BatchNorm: per-channel affine changes of the logits (which a softmax input
+    would not ignore) leave D's scores unchanged up to BN's eps."""
+    torch.manual_seed(5)
+    d = SAGANDiscriminator(NUM_CLASSES, conv_dim=8).double()
+    d.eval()
+    d.preprocess.train()  # fixed spectral-norm vectors, batch statistics in the input layer
+    x = torch.randn(4, NUM_CLASSES, 20, 20, dtype=torch.float64)
+    scale = torch.tensor([3.0, 0.5, 7.0], dtype=torch.float64).view(1, -1, 1, 1)
+    shift = torch.tensor([1.0, -2.0, 0.3], dtype=torch.float64).view(1, -1, 1, 1)
+    assert torch.allclose(d(x), d(scale * x + shift), atol=1e-5)
+    soft = torch.softmax(x, 1)
+    assert not torch.allclose(soft, torch.softmax(scale * x + shift, 1), atol=1e-2)
+
+
+class FixedMaps(torch.nn.Module):
+    """A stand-in discriminator returning a fixed (N, 1, 1, 2) score map per input kind."""
+
+    def __init__(self, real_map, fake_map):
+        super().__init__()
+        self.maps = {True: torch.tensor(real_map).view(1, 1, 1, 2),
+                     False: torch.tensor(fake_map).view(1, 1, 1, 2)}
+        self.w = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return self.w * self.maps[bool(x.mean() > 0)]
+
+
+def test_hinge_acts_per_location_of_a_1x2_score_map():
+    # real map (2, -2): per location relu(1 - 2) + relu(1 + 2) -> mean 1.5 (hinge of the mean 0: 1)
+    # fake map (-3, 1): per location relu(1 - 3) + relu(1 + 1) -> mean 1.0 (hinge of the mean -1: 0)
+    real, fake = torch.tensor([2.0, -2.0]).view(1, 1, 1, 2), torch.tensor([-3.0, 1.0]).view(1, 1, 1, 2)
+    assert adversarial_d_loss(real, fake, "hinge").item() == pytest.approx(2.5)
+    hinge_of_mean = adversarial_d_loss(real.mean((1, 2, 3)), fake.mean((1, 2, 3)), "hinge")
+    assert hinge_of_mean.item() == pytest.approx(1.0)
+    _, _, _, _, spec = tiny_pair(batch=1)
+    loss = LOSSES.build("skd_holistic", spec=spec, conv_dim=8, d_weight=0.1)
+    loss.discriminator = FixedMaps([2.0, -2.0], [-3.0, 1.0])
+    teacher = SegOutput(logits=torch.ones(1, NUM_CLASSES, 4, 4), feat=torch.zeros(1, 1, 4, 4))
+    student = SegOutput(logits=-torch.ones(1, NUM_CLASSES, 4, 4), feat=torch.zeros(1, 1, 4, 4))
+    batch = DistillBatch(images=torch.zeros(1, 3, 4, 4), labels=torch.zeros(1, 4, 4, dtype=torch.long))
+    assert loss.adversary_step(student, teacher, batch)["loss"].item() == pytest.approx(0.1 * 2.5)
+    assert loss(student, teacher, batch).item() == pytest.approx(1.0)  # G term: -mean(-3, 1)
+
+
+def test_gradient_penalty_uses_the_score_map_sum():
+    """D(x) = the first two positions of x as a 1x2 map: d(sum map)/dx has two ones -> norm sqrt2 and
+    GP = (sqrt2 - 1)^2; a per-sample mean would give norm sqrt2 / 2."""
+    real, fake = torch.randn(3, 1, 1, 4, dtype=torch.float64), torch.randn(3, 1, 1, 4, dtype=torch.float64)
+    gp = gradient_penalty(lambda x: x[..., :2], real, fake)
+    assert gp.item() == pytest.approx((math.sqrt(2) - 1) ** 2, rel=1e-12)
+    gp_mean = gradient_penalty(lambda x: x[..., :2].mean((1, 2, 3)), real, fake)
+    assert gp_mean.item() == pytest.approx((math.sqrt(2) / 2 - 1) ** 2, rel=1e-12)
+    gp_eps = gradient_penalty(lambda x: x[..., :2], real, fake, eps=0.5)  # sqrt(2 + 0.5)
+    assert gp_eps.item() == pytest.approx((math.sqrt(2.5) - 1) ** 2, rel=1e-12)
+
+
+def test_spectral_norm_iterates_v_then_u():
+    """W = diag(2, 1) with u = (1, 0), v = (0, 1): v-then-u (references) gives v = (1, 0), u = (1, 0),
+    sigma = 2; u-then-v (torch's spectral_norm order) would give u = v = (0, 1), sigma = 1."""
+    from segkd.losses.discriminator import SpectralNormVU
+
+    w = torch.tensor([[2.0, 0.0], [0.0, 1.0]], dtype=torch.float64).view(2, 1, 1, 2)
+    sn = SpectralNormVU(w).double()
+    sn.u.copy_(torch.tensor([1.0, 0.0]))
+    sn.v.copy_(torch.tensor([0.0, 1.0]))
+    out = sn(w)
+    assert torch.allclose(sn.v, torch.tensor([1.0, 0.0], dtype=torch.float64))
+    assert torch.allclose(sn.u, torch.tensor([1.0, 0.0], dtype=torch.float64))
+    assert torch.allclose(out, w / 2)
+    v0 = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    u_first = torch.nn.functional.normalize(w.flatten(1) @ v0, dim=0)
+    v_after = torch.nn.functional.normalize(w.flatten(1).t() @ u_first, dim=0)
+    assert (u_first @ w.flatten(1) @ v_after).item() == pytest.approx(1.0)  # the other order: sigma 1
+    sn.eval()  # no update in eval mode; gradient through sigma with u, v constant
+    u, v = sn.u.clone(), sn.v.clone()
+    w_var = torch.randn(2, 1, 1, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(sn, (w_var,))
+    assert torch.equal(sn.u, u) and torch.equal(sn.v, v)
+
+
+@pytest.mark.parametrize("adv_loss,expected", [("hinge", [False, True]), ("wgan-gp", [True, False])])
+def test_holistic_d_passes_follow_the_reference_order(adv_loss, expected):
+    """CIRKD (hinge) scores the student batch first, official SKD (wgan-gp) the teacher batch first."""
+    _, _, _, _, spec = tiny_pair(batch=1)
+    loss = LOSSES.build("skd_holistic", spec=spec, conv_dim=8, adv_loss=adv_loss)
+    seen = []
+    loss.discriminator.register_forward_pre_hook(lambda m, args: seen.append(bool(args[0].mean() > 0)))
+    loss._score_pair(torch.ones(1, NUM_CLASSES, 8, 8), -torch.ones(1, NUM_CLASSES, 8, 8))
+    assert seen == expected
+
+
+def test_holistic_terms_gradcheck_through_the_discriminator():
+    torch.manual_seed(6)
+    d = SAGANDiscriminator(NUM_CLASSES, conv_dim=8).double().eval()
+    d.preprocess.train()  # batch statistics as in training; spectral-norm vectors fixed in eval mode
+    with torch.no_grad():
+        d.attn1.gamma.fill_(0.5)
+        d.attn2.gamma.fill_(0.5)
+    x = torch.randn(2, NUM_CLASSES, 8, 8, dtype=torch.float64, requires_grad=True)
+    real = torch.randn(2, NUM_CLASSES, 8, 8, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda z: adversarial_g_loss(d(z)), (x,))
+    assert torch.autograd.gradcheck(lambda z: adversarial_d_loss(d(real), d(z), "hinge"), (x,))

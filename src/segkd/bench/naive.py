@@ -12,16 +12,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from segkd.losses.functional.common import resize_to
-from segkd.losses.functional.skd import l2_normalize_channels, skd_pool
+from segkd.losses.functional.skd import skd_pool
 
 
 def skd_pairwise_naive(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
-    """SKD pair-wise loss, CIRKD defaults (2x2 max pool, then L2 norm with detached norm), all at once.
+    """SKD pair-wise loss, CIRKD defaults (2x2 max pool, then ``F.normalize``, gradient through the norm),
+    all at once.
 
     ``L = 1/(N M^2) sum_n ||A^s_n - A^t_n||_F^2`` with ``A_n = F_n^T F_n`` of shape (N, M, M) held whole.
     """
     size = tuple(teacher_feat.shape[-2:])
-    nodes = [l2_normalize_channels(skd_pool(x, "cirkd", 0.5, reference_size=size), True).flatten(2)
+    nodes = [F.normalize(skd_pool(x, "cirkd", 0.5, reference_size=size), p=2, dim=1).flatten(2)
              for x in (resize_to(student_feat, size), teacher_feat)]
     a_s, a_t = (torch.bmm(x.transpose(1, 2), x) for x in nodes)  # (N, M, M) each
     n, m = a_s.shape[:2]

@@ -71,10 +71,10 @@ METHODS: tuple[DemoMethod, ...] = (
         "skd",
         (
             {"name": "kd", "weight": 1.0},
-            # The reference detaches the L2 norm; from random init that collapses the student's features
-            # (measured: pair-wise loss stuck at 0.47, CE at the class prior, 9.5 mIoU), so the demo uses
-            # the paper's true gradient. Recipes keep the reference default (ImageNet-initialised students).
-            {"name": "skd_pairwise", "weight": 10.0, "options": {"detach_norm": False}},
+            # CIRKD's pooling and normalisation (gradient through the norm, the pool="cirkd" default);
+            # official SKD's detached norm collapsed this random-init student (measured: pair-wise loss
+            # stuck at 0.47, CE at the class prior, 9.5 mIoU).
+            {"name": "skd_pairwise", "weight": 10.0},
             # The discriminator is scaled with the 5k-parameter demo student (recipes keep the 64-wide one).
             {"name": "skd_holistic", "weight": 0.001, "options": {"conv_dim": 16}},
         ),
@@ -190,6 +190,8 @@ def train_autoencoder(budget: DemoBudget, out: Path, teacher_ckpt: Path, data: b
     """Knowledge Adaptation stage 1 (``train.stage=ka_autoencoder``); returns the auto-encoder file."""
     raw = base_config(budget, out, "ka_autoencoder", "demo_student", budget.autoencoder_iters)
     raw["train"]["stage"] = "ka_autoencoder"
+    # Stage 1 honours optim: SGD lr 0.1, momentum 0.9, wd 5e-4, constant LR (the recipes' stage-1 setting).
+    raw["optim"] = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "poly_power": 0.0}
     raw["distill"] = {"teacher": {"name": "demo_teacher", "checkpoint": str(teacher_ckpt)}}
     run = train(from_dict(ExperimentConfig, raw), data)
     return RunDir(run).autoencoder

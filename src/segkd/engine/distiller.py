@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -203,8 +203,16 @@ class Distiller(nn.Module):
 
     @torch.no_grad()
     def teacher_forward(self, images: Tensor) -> SegOutput | None:
-        """Teacher outputs under no_grad (None without a teacher)."""
-        return None if self.teacher is None else self.teacher(images)
+        """Teacher outputs under no_grad (None without a teacher). The eval-mode teacher skips its aux
+        head; it is run on the stages when a term asks for it (``needs_teacher_aux``, DIST's aux term)."""
+        if self.teacher is None:
+            return None
+        out = self.teacher(images)
+        wants_aux = any(getattr(loss, "needs_teacher_aux", False) for loss in self.losses.values())
+        aux_head = getattr(self.teacher, "aux_head", None)
+        if wants_aux and out.aux_logits is None and aux_head is not None:
+            out = replace(out, aux_logits=aux_head(out.stages[self.teacher.aux_index])[0])
+        return out
 
     def compute(self, images: Tensor, labels: Tensor) -> StepResult:
         """One forward: teacher once under no_grad, student, every named term and the weighted total."""

@@ -2,7 +2,9 @@
 
 The auto-encoder (He et al., CVPR 2019, "Knowledge Adaptation for Efficient Semantic Segmentation")
 is trained by :func:`segkd.losses.ka.fit_autoencoder` on the frozen teacher's ``feat`` for
-``train.iters`` batches of the training stream and saved as ``RUN_DIR/autoencoder.pt``; stage 2 points
+``train.iters`` batches of the training stream, with the run's ``optim`` section (optimizer, lr, momentum,
+betas, weight decay, poly power, warm-up; ``head_lr_mult`` does not apply), and saved as
+``RUN_DIR/autoencoder.pt``; stage 2 points
 the ``ka_adapt`` / ``ka_affinity`` terms at that file (option ``autoencoder``).
 """
 
@@ -31,8 +33,11 @@ def train_ka_autoencoder(
     teacher = builder.build_teacher(cfg, data.num_classes, data.class_names).to(device)
     batches = builder.build_train_iterator(data, cfg, start_iter=0)
     tic = time.perf_counter()
+    o = cfg.optim  # the run's optim section drives stage 1 (name, lr, momentum, betas, wd, poly, warm-up)
     ae, history = fit_autoencoder(
-        teacher, batches, cfg.train.iters, device=device, progress=is_main_process()
+        teacher, batches, cfg.train.iters, lr=o.lr, weight_decay=o.weight_decay, device=device,
+        progress=is_main_process(), momentum=o.momentum, optimizer=o.name, betas=tuple(o.betas),
+        poly_power=o.poly_power, warmup_iters=o.warmup_iters, warmup_ratio=o.warmup_ratio,
     )
     if is_main_process():
         meta = {

@@ -129,8 +129,13 @@ class CIRKDMemory(nn.Module):
         region_contrast_size: int = 1024,
         pixels_per_update: int = 16,
         seed: int = 0,
+        enqueue: str = "segkd",
     ) -> None:
         super().__init__()
+        if enqueue not in ("segkd", "reference"):
+            raise ValueError(f"cirkd memory: option 'enqueue' must be 'segkd' or 'reference', "
+                             f"got {enqueue!r}")
+        self.enqueue_mode = enqueue
         self.num_classes, self.dim = spec.num_classes, spec.teacher_feat_channels
         self.ignore_index, self.seed = spec.ignore_index, seed
         self.memory_sizes = {"pixel": pixel_memory_size, "region": region_memory_size}
@@ -147,6 +152,7 @@ class CIRKDMemory(nn.Module):
             region_contrast_size=region_contrast_size,
             pixels_per_update=pixels_per_update,
             seed=seed,
+            enqueue=enqueue,
         )
         self.projector = build_projector(spec.student_feat_channels, spec.teacher_feat_channels)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
@@ -179,12 +185,35 @@ class CIRKDMemory(nn.Module):
         feats, lab = feats[valid], lab[valid]
         if self.region_queue is not None:
             self.region_queue.push(*self._regions(feats, group, labels.shape[0]))
-        if self.pixel_queue is not None:
+        if self.pixel_queue is not None and self.enqueue_mode == "reference":
+            self._enqueue_pixels_reference(t_feat, labels, gen)
+        elif self.pixel_queue is not None:
             keys = torch.rand(group.shape[0], generator=gen, device=group.device)
             order = torch.argsort(keys)
             order = order[torch.sort(group[order], stable=True).indices]  # by group, random inside a group
             keep = order[rank_within_group(group[order]) < self.pixels_per_update]
             self.pixel_queue.push(feats[keep], lab[keep])
+
+    def _enqueue_pixels_reference(self, t_feat: Tensor, labels: Tensor, gen: torch.Generator) -> None:
+        """CIRKD's ``_dequeue_and_enqueue`` pixel branch, reproduced (``enqueue: reference``).
+
+        Per image, per present class (ascending) with n pixels: ``perm = randperm(n)``, k = min(n, 16);
+        the written embeddings are those at *image* positions ``perm[:k]`` (raster order, whatever their
+        class: a subset of positions 0..n-1, not of the class's pixels), then
+        :meth:`ClassQueue.push_block_reference` (last k slots and pointer reset at the end).
+        """
+        queue = self.pixel_queue
+        assert queue is not None
+        for image in range(labels.shape[0]):
+            feats = t_feat[image].flatten(1)  # (D, h*w), every position of the image
+            lab = labels[image].reshape(-1)
+            valid = lab[(lab >= 0) & (lab < self.num_classes)]
+            for cls in torch.unique(valid).tolist():
+                n = int((lab == cls).sum())
+                perm = torch.randperm(n, generator=gen, device=gen.device)
+                k = min(n, self.pixels_per_update)
+                picked = F.normalize(feats[:, perm[:k].to(feats.device)].t(), p=2, dim=1)
+                queue.push_block_reference(picked, cls)
 
     def _regions(self, feats: Tensor, group: Tensor, batch: int) -> tuple[Tensor, Tensor]:
         """Renormalised mean embedding of each present (image, class): ((R, D), classes (R,))."""
@@ -259,6 +288,7 @@ class _CIRKDMemoryTerm(DistillLoss):
         pixels_per_update: int = 16,
         seed: int = 0,
         share: bool = True,
+        enqueue: str = "segkd",
     ) -> None:
         super().__init__()
         self.temperature, self.kd_temperature = temperature, kd_temperature
@@ -269,6 +299,7 @@ class _CIRKDMemoryTerm(DistillLoss):
             region_contrast_size=region_contrast_size,
             pixels_per_update=pixels_per_update,
             seed=seed,
+            enqueue=enqueue,
         )
         if share:  # a plain reference: the distiller owns the module (``shared``), not this term
             self._shared = (shared_memory(spec, self.kind, options),)
@@ -301,7 +332,14 @@ class CIRKDMemoryP2P(_CIRKDMemoryTerm):
 
     Options: ``temperature`` tau (0.1), ``kd_temperature`` (1), queue/contrast sizes (20000, 2000, 4096,
     1024), ``pixels_per_update`` (16), ``seed`` (0), ``share`` (True: share projector and queues with a
-    ``cirkd_memory_p2r`` term built for the same spec and memory options).
+    ``cirkd_memory_p2r`` term built for the same spec and memory options), ``enqueue``:
+
+    - ``"segkd"`` (default, a deliberate deviation): up to 16 random pixels *of the class* per image and
+      class, written into a wrapping ring buffer.
+    - ``"reference"``: CIRKD ``losses/cirkd_memory.py`` exactly: ``perm = randperm(n_class_pixels)``
+      indexes the *image's* positions (so the entries come from positions 0..n-1 in raster order,
+      mostly other classes' pixels), and a write that reaches the end of the buffer overwrites the last
+      k slots and resets the pointer to 0. Draws use segkd's seeded generator, not the global RNG.
     """
 
     kind = "pixel"

@@ -12,6 +12,7 @@ from segkd.losses.functional.cwd import channel_wise_loss
 from segkd.models.outputs import SegOutput
 
 CWDTarget = Literal["logits", "feat"]
+CWDNorm = Literal["student", "teacher"]
 
 
 @LOSSES.register("cwd")
@@ -22,13 +23,22 @@ class ChannelWiseDistillation(DistillLoss):
     ``target="feat"`` (CIRKD's feature CWD, weight 50). When the student's ``feat`` has fewer/more channels
     than the teacher's, a 1x1 conv (no bias, owned by this loss and trained with the student) maps it to
     the teacher's width; a student map of another spatial size is bilinearly resized to the teacher's.
+
+    ``normalize_by`` (the divisor C of the KL sum, only different when the channel counts differ):
+    ``"student"`` (default; CIRKD ``losses/cwd.py`` reads C before its alignment conv, so its weight 50
+    on R18/MBV2 (128 ch) under R101 (256 ch) acts on sum / (N * 128)) or ``"teacher"`` (mmrazor's
+    ``ChannelWiseDivergence``, applied after its connector: sum / (N * C_t)).
     """
 
-    def __init__(self, spec: DistillSpec, target: CWDTarget = "logits", temperature: float = 4.0) -> None:
+    def __init__(self, spec: DistillSpec, target: CWDTarget = "logits", temperature: float = 4.0,
+                 normalize_by: CWDNorm = "student") -> None:
         super().__init__()
         if target not in ("logits", "feat"):
             raise ValueError(f"cwd: option 'target' must be 'logits' or 'feat', got '{target}'")
-        self.target = target
+        if normalize_by not in ("student", "teacher"):
+            raise ValueError(f"cwd: option 'normalize_by' must be 'student' or 'teacher', "
+                             f"got '{normalize_by}'")
+        self.target, self.normalize_by = target, normalize_by
         self.temperature = float(temperature)
         s_ch, t_ch = spec.student_feat_channels, spec.teacher_feat_channels
         needs_align = target == "feat" and s_ch != t_ch
@@ -36,5 +46,6 @@ class ChannelWiseDistillation(DistillLoss):
 
     def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
         s, t = (student.logits, teacher.logits) if self.target == "logits" else (student.feat, teacher.feat)
+        channels = s.shape[1] if self.normalize_by == "student" else t.shape[1]
         s = resize_to(self.align(s), tuple(t.shape[-2:]))
-        return channel_wise_loss(s, t.detach(), self.temperature)
+        return channel_wise_loss(s, t.detach(), self.temperature, channels)

@@ -11,13 +11,32 @@ from segkd.models.outputs import SegOutput
 
 @LOSSES.register("dist")
 class DIST(DistillLoss):
-    """DIST (Huang et al., NeurIPS 2022) on logits; defaults tau=1, beta=gamma=1 (segmentation setting)."""
+    """DIST (Huang et al., NeurIPS 2022) on logits; defaults tau=1, beta=gamma=1 (segmentation setting).
 
-    def __init__(self, spec: DistillSpec, beta: float = 1.0, gamma: float = 1.0, tau: float = 1.0) -> None:
+    ``aux_weight`` (default 0): also distil the auxiliary head, ``aux_weight * DIST(s.aux, t.aux)``, as the
+    official segmentation training does (``segmentation/train_kd.py`` of DIST_KD adds
+    ``0.4 * lambda_kd * DIST(s_outputs[1], t_outputs[1])`` when the student has an aux head; the recipes
+    set 0.4). The term is skipped for a student without aux logits (e.g. MobileNetV2, as there); the
+    engine then also runs the frozen teacher's aux head (``needs_teacher_aux``).
+    """
+
+    def __init__(self, spec: DistillSpec, beta: float = 1.0, gamma: float = 1.0, tau: float = 1.0,
+                 aux_weight: float = 0.0) -> None:
         super().__init__()
         if tau <= 0:
             raise ValueError(f"dist: option 'tau' must be > 0, got {tau}")
+        if aux_weight < 0:
+            raise ValueError(f"dist: option 'aux_weight' must be >= 0, got {aux_weight}")
         self.beta, self.gamma, self.tau = float(beta), float(gamma), float(tau)
+        self.aux_weight = float(aux_weight)
+        self.needs_teacher_aux = self.aux_weight > 0
 
     def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
-        return dist_loss(student.logits, teacher.logits.detach(), self.beta, self.gamma, self.tau)
+        loss = dist_loss(student.logits, teacher.logits.detach(), self.beta, self.gamma, self.tau)
+        if self.aux_weight > 0 and student.aux_logits is not None:
+            if teacher.aux_logits is None:
+                raise ValueError("dist: option 'aux_weight' needs the teacher's aux logits (a teacher built "
+                                 "with an aux head, model.aux: true)")
+            aux = dist_loss(student.aux_logits, teacher.aux_logits.detach(), self.beta, self.gamma, self.tau)
+            loss = loss + self.aux_weight * aux
+        return loss

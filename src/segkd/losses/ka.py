@@ -21,7 +21,12 @@ from tqdm import tqdm
 from segkd.checkpoint_io import read_checkpoint, write_checkpoint
 from segkd.losses.base import LOSSES, DistillBatch, DistillLoss, DistillSpec
 from segkd.losses.functional.common import align_to_larger
-from segkd.losses.functional.ka import autoencoder_loss, ka_adaptation_loss, ka_affinity_loss
+from segkd.losses.functional.ka import (
+    autoencoder_loss,
+    ka_adaptation_loss,
+    ka_affinity_loss,
+    ka_affinity_loss_torchdistill,
+)
 from segkd.models.outputs import SegOutput
 
 
@@ -106,21 +111,33 @@ def fit_autoencoder(
     latent_channels: int | None = None,
     hidden_channels: int | None = None,
     momentum: float = 0.9,
+    optimizer: str = "sgd",
+    betas: tuple[float, float] = (0.9, 0.999),
+    poly_power: float = 0.0,
+    warmup_iters: int = 0,
+    warmup_ratio: float = 0.1,
 ) -> tuple[AutoEncoder, list[float]]:
     """Stage 1: train an auto-encoder on the frozen teacher's ``feat`` for ``iters`` batches.
 
     ``batches`` yields dicts with ``"image"`` (N, 3, H, W) (``"label"`` is ignored); it is cycled if shorter
-    than ``iters``. SGD (momentum 0.9) at ``lr`` with ``weight_decay`` (the paper: lr 0.1, "large" weight
-    decay, value unpublished; 5e-4 here is an assumption). The widths default to the teacher's feat
-    channels C (hidden = C, latent = C // 2: 256 / 128 for the 256-channel DeepLabV3-R101 head), so the
-    auto-encoder compresses the teacher's features whatever its width. Returns
-    ``(autoencoder, loss per iteration)``.
+    than ``iters``. ``optimizer`` "sgd" (``lr``, ``momentum``, ``weight_decay``) or "adamw" (``lr``,
+    ``betas``, ``weight_decay``), with the poly schedule of :mod:`segkd.engine.schedule` when
+    ``poly_power`` > 0 (0: constant LR). Defaults: SGD lr 0.1, momentum 0.9, constant LR, as
+    torchdistill's KTAAD stage 1 (the paper: lr 0.1, "large" weight decay, value unpublished; 5e-4 here
+    is an assumption); ``train.stage=ka_autoencoder`` passes the run's ``optim`` section instead.
+    The widths default to the teacher's feat channels C (hidden = C, latent = C // 2: 256 / 128 for the
+    256-channel DeepLabV3-R101 head), so the auto-encoder compresses the teacher's features whatever its
+    width. Returns ``(autoencoder, loss per iteration)``.
     """
+    from segkd.engine.schedule import build_poly_scheduler
+
+    if optimizer not in ("sgd", "adamw"):
+        raise ValueError(f"fit_autoencoder: optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
     teacher = teacher.to(device).eval()
     ae: AutoEncoder | None = None
     history: list[float] = []
     stream = _cycle(batches)
-    opt = None
+    opt = sched = None
     for _ in tqdm(range(iters), disable=not progress, desc="ka autoencoder"):
         images = next(stream)["image"].to(device)
         with torch.no_grad():
@@ -128,12 +145,19 @@ def fit_autoencoder(
         if ae is None:
             latent, hidden = default_widths(feat.shape[1])
             ae = AutoEncoder(feat.shape[1], latent_channels or latent, hidden_channels or hidden).to(device)
-            opt = torch.optim.SGD(ae.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+            if optimizer == "sgd":
+                opt = torch.optim.SGD(ae.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+            else:
+                opt = torch.optim.AdamW(ae.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+            if poly_power > 0 or warmup_iters > 0:
+                sched = build_poly_scheduler(opt, iters, poly_power, warmup_iters, warmup_ratio)
         recon, latent = ae(feat)
         loss = autoencoder_loss(recon, feat, latent, l1_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
         history.append(loss.item())
     if ae is None:
         raise ValueError("fit_autoencoder: no batch was seen (iters must be >= 1 and batches non-empty)")
@@ -204,10 +228,15 @@ def shared_encoder(spec: DistillSpec, path: str) -> FrozenEncoder:
     return spec.shared.get_or_create(name, lambda: FrozenEncoder(ae.encoder, {**ae.config, "path": path}))
 
 
+def single_conv_adapter(in_channels: int, out_channels: int) -> nn.Conv2d:
+    """torchdistill's affinity adapter (``Student4KTAAD``): one conv3x3 with bias, no BN or ReLU."""
+    return nn.Conv2d(in_channels, out_channels, 3, padding=1)
+
+
 class _KATerm(DistillLoss):
     """Uses the shared frozen encoder (``autoencoder`` option) and owns one adapter."""
 
-    def __init__(self, spec: DistillSpec, autoencoder: str | None = None) -> None:
+    def __init__(self, spec: DistillSpec, autoencoder: str | None = None, single_conv: bool = False) -> None:
         super().__init__()
         if not autoencoder:
             raise ValueError(
@@ -215,7 +244,8 @@ class _KATerm(DistillLoss):
                 "train.stage=ka_autoencoder) is required"
             )
         self._encoder = (shared_encoder(spec, str(autoencoder)),)  # owned by the distiller (``shared``)
-        self.adapter = adapter(spec.student_feat_channels, self._encoder[0].config["latent_channels"])
+        build = single_conv_adapter if single_conv else adapter
+        self.adapter = build(spec.student_feat_channels, self._encoder[0].config["latent_channels"])
 
     @property
     def encoder(self) -> FrozenEncoder:
@@ -238,9 +268,10 @@ class _KATerm(DistillLoss):
 @LOSSES.register("ka_adapt")
 class KAAdapt(_KATerm):
     """Feature adaptation term :func:`ka_adaptation_loss` on (E(t), C_f(s)); options ``autoencoder``
-    (required path), ``reduction``: "mean" (default, torchdistill: L1 averaged over C*H*W, the scale its
-    weight 50 was set for) or "sum" (summed over the map: with weight 50 it swamped the task loss and the
-    demo student collapsed to background, 9.7 mIoU, measured)."""
+    (required path), ``reduction``: "mean" (default, torchdistill's KTAAD config: L1 averaged over
+    N*C*H*W, the scale its weight 50 was set for) or "sum" (torchdistill's ``reduction: sum``: summed over
+    samples and the map; a per-sample sum with weight 50 swamped the task loss and the demo student
+    collapsed to background, 9.7 mIoU, measured)."""
 
     def __init__(self, spec: DistillSpec, *, autoencoder: str | None = None, reduction: str = "mean") -> None:
         super().__init__(spec, autoencoder)
@@ -255,11 +286,29 @@ class KAAdapt(_KATerm):
 
 @LOSSES.register("ka_affinity")
 class KAAffinity(_KATerm):
-    """Affinity term :func:`ka_affinity_loss` on (E(t), C_a(s)); option ``autoencoder`` (required path)."""
+    """Affinity term on (E(t), C_a(s)); options ``autoencoder`` (required path) and ``definition``:
 
-    def __init__(self, spec: DistillSpec, *, autoencoder: str | None = None) -> None:
-        super().__init__(spec, autoencoder)
+    - ``"paper"`` (default): He et al. Eq. 5, position-to-position cosine affinity
+      (:func:`ka_affinity_loss`), adapter C_a = conv3x3-BN-ReLU.
+    - ``"torchdistill"``: torchdistill's ``AffinityLoss`` (:func:`ka_affinity_loss_torchdistill`: each
+      channel normalised over positions, sum over channels of un-squared Frobenius norms, mean over
+      samples) with its single-conv adapter (conv3x3 with bias); ``reduction`` "mean" or "sum" as there.
+    """
+
+    def __init__(self, spec: DistillSpec, *, autoencoder: str | None = None, definition: str = "paper",
+                 reduction: str = "mean") -> None:
+        if definition not in ("paper", "torchdistill"):
+            raise ValueError(f"ka_affinity: option 'definition' must be 'paper' or 'torchdistill', "
+                             f"got {definition!r}")
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"ka_affinity: option 'reduction' must be 'sum' or 'mean', got {reduction!r}")
+        if definition == "paper" and reduction != "mean":
+            raise ValueError("ka_affinity: option 'reduction' applies to definition 'torchdistill' only")
+        super().__init__(spec, autoencoder, single_conv=definition == "torchdistill")
+        self.definition, self.reduction = definition, reduction
 
     def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
         latent, adapted = self.aligned(student, teacher, batch)
+        if self.definition == "torchdistill":
+            return ka_affinity_loss_torchdistill(latent, adapted, self.reduction)
         return ka_affinity_loss(latent, adapted)

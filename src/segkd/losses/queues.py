@@ -77,6 +77,26 @@ class ClassQueue(nn.Module):
         self.queue[classes[keep], slots[keep]] = values[keep].to(self.queue.dtype)
         self.ptr.copy_((self.ptr + counts) % self.size)
 
+    @torch.no_grad()
+    def push_block_reference(self, values: Tensor, cls: int) -> None:
+        """Write ``values`` (k, dim) into class ``cls`` as CIRKD's pixel queue does (``enqueue: reference``).
+
+        If ``ptr + k >= size`` the block overwrites the *last* k slots and the pointer resets to 0;
+        otherwise it fills ``ptr .. ptr + k - 1`` and the pointer advances by k.
+        """
+        k = values.shape[0]
+        if k == 0:
+            return
+        if k > self.size:
+            raise ValueError(f"ClassQueue.push_block_reference: {k} values exceed the queue size {self.size}")
+        ptr = int(self.ptr[cls])
+        if ptr + k >= self.size:
+            self.queue[cls, self.size - k:] = values.to(self.queue.dtype)
+            self.ptr[cls] = 0
+        else:
+            self.queue[cls, ptr:ptr + k] = values.to(self.queue.dtype)
+            self.ptr[cls] = ptr + k
+
     def sample(self, per_class: int, generator: torch.Generator | None = None) -> Tensor:
         """``per_class`` entries of every class, (K * per_class, dim), classes in order.
 

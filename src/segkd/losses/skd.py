@@ -23,13 +23,14 @@ from torch import Tensor
 
 from segkd.losses.base import LOSSES, DistillBatch, DistillLoss, DistillSpec
 from segkd.losses.blocked import AffinityMethod
-from segkd.losses.discriminator import SAGANDiscriminator
+from segkd.losses.discriminator import Preprocess, SAGANDiscriminator
 from segkd.losses.functional.common import align_to_larger
 from segkd.losses.functional.skd import (
     AdvLoss,
     PairPool,
     adversarial_d_loss,
     adversarial_g_loss,
+    default_detach_norm,
     gradient_penalty,
     pairwise_affinity_loss,
 )
@@ -40,19 +41,22 @@ from segkd.models.outputs import SegOutput
 class SKDPairwise(DistillLoss):
     """Pair-wise affinity distillation on ``feat`` (see :func:`pairwise_affinity_loss`).
 
-    Defaults: CIRKD's 2x2 max pooling (its table; config weight 10), pool-then-normalise with a detached
-    norm (reference code). ``pool="skd"`` with ``scale=0.5`` is the official SKD setting (weight 0.5).
-    ``block_size`` bounds memory: one (N, block_size, M) block of the affinity matrices at a time;
-    ``method`` ("auto", "gram", "blocked"): row blocks or channel Gram matrices, "auto" picks the cheaper.
+    Defaults: CIRKD's 2x2 max pooling (its table; config weight 10), pool-then-normalise. ``pool="skd"``
+    with ``scale=0.5`` is the official SKD setting (weight 0.5). ``detach_norm`` (default None) follows
+    the pool's reference: CIRKD's ``F.normalize`` lets the gradient through the norm (``pool="cirkd"``,
+    ``"none"``); official SKD detaches it (``pool="skd"``). ``block_size`` bounds memory: one
+    (N, block_size, M) block of the affinity matrices at a time; ``method`` ("auto", "gram", "blocked"):
+    row blocks or channel Gram matrices, "auto" picks the cheaper.
 
-    Caution (measured on the demo): with the detached norm the gradient only rescales features and never
-    rotates them apart, so a randomly initialised student at weight 10 collapsed to parallel features
-    (loss stuck at 0.47, cross-entropy at the class prior, 9.5 mIoU); ``detach_norm: false`` (the paper's
-    true gradient) trained normally (loss 0.02). The reference setting assumes ImageNet-initialised students.
+    Caution (measured on the demo, before this default followed the pool): with the norm detached the
+    gradient only rescales features and never rotates them apart, so a randomly initialised student at
+    weight 10 collapsed to parallel features (loss stuck at 0.47, cross-entropy at the class prior,
+    9.5 mIoU); with the gradient through the norm (CIRKD's code, now the ``pool="cirkd"`` default) it
+    trained normally. Official SKD's detached norm assumes ImageNet-initialised students.
     """
 
     def __init__(self, spec: DistillSpec, pool: PairPool = "cirkd", scale: float = 0.5,
-                 detach_norm: bool = True, normalize_first: bool = False, block_size: int = 256,
+                 detach_norm: bool | None = None, normalize_first: bool = False, block_size: int = 256,
                  method: AffinityMethod = "auto") -> None:
         super().__init__()
         if pool not in ("cirkd", "skd", "none"):
@@ -60,7 +64,8 @@ class SKDPairwise(DistillLoss):
         if block_size < 1:
             raise ValueError(f"skd_pairwise: option 'block_size' must be >= 1, got {block_size}")
         self.pool, self.scale = pool, float(scale)
-        self.detach_norm, self.normalize_first, self.block_size = detach_norm, normalize_first, block_size
+        self.detach_norm = default_detach_norm(pool) if detach_norm is None else bool(detach_norm)
+        self.normalize_first, self.block_size = normalize_first, block_size
         if method not in ("auto", "gram", "blocked"):
             raise ValueError(f"skd_pairwise: option 'method' must be 'auto', 'gram' or 'blocked', "
                              f"got '{method}'")
@@ -85,24 +90,27 @@ _OPTIM_DEFAULTS: dict[str, dict[str, Any]] = {
 class SKDHolistic(DistillLoss):
     """Holistic (adversarial) distillation: a SAGAN discriminator tells teacher from student score maps.
 
-    D sees ``softmax(logits)`` (N, K, h, w), optionally concatenated with the image bilinearly resized to
-    (h, w) (``condition_on_image=True``, the paper's conditional GAN; the reference code feeds score maps
-    only, hence the default False).
+    D sees the **raw logits** (N, K, h, w) through its input BatchNorm2d (``preprocess="bn"``, both
+    references' ``preprocess_GAN_mode=1``; ``"tanh"`` is their mode 2), optionally concatenated with the
+    image bilinearly resized to (h, w) (``condition_on_image=True``, the paper's conditional GAN; the
+    reference code feeds score maps only, hence the default False). D outputs a score map
+    (N, 1, h', w'); every term acts per location of the map and then averages, as in both references.
 
     - ``adv_loss="hinge"`` (default, CIRKD's variant that produced the CIRKD table): D minimises
       ``d_weight * (mean relu(1 - D(t)) + mean relu(1 + D(s)))``; Adam(4e-4, betas 0.9/0.99), no decay.
     - ``adv_loss="wgan-gp"`` (official SKD): D minimises
-      ``d_weight * (mean D(s) - mean D(t) + gp_weight * GP)`` with the gradient penalty on per-sample
-      interpolations; SGD 4e-4, momentum 0.9, wd 5e-4, poly 0.9.
+      ``d_weight * (mean D(s) - mean D(t) + gp_weight * GP)``, GP on the gradient of the score-map sum at
+      per-sample interpolations; SGD 4e-4, momentum 0.9, wd 5e-4, poly 0.9.
 
     The student term (``forward``) is ``-mean D(s)`` for both; its weight (CIRKD 0.001, SKD 0.1) is in the
-    config. D produces one score per sample (mean of its final map). ``gp_eps`` guards the penalty's
-    square root (NaN D losses at small batch in the reference code).
+    config. D runs once per batch, as in the references (its BatchNorm normalises the student and the
+    teacher batches separately): D step in CIRKD's order D(s), D(t) (hinge) or SKD's D(t), D(s), GP
+    (wgan-gp). ``gp_eps`` (default 0, the reference) adds eps under the penalty's square root.
     """
 
     def __init__(self, spec: DistillSpec, adv_loss: AdvLoss = "hinge", d_weight: float = 0.1,
                  gp_weight: float = 10.0, condition_on_image: bool = False, conv_dim: int = 64,
-                 gp_eps: float = 1e-12) -> None:
+                 gp_eps: float = 0.0, preprocess: Preprocess = "bn") -> None:
         super().__init__()
         if adv_loss not in _OPTIM_DEFAULTS:
             raise ValueError(f"skd_holistic: option 'adv_loss' must be 'hinge' or 'wgan-gp', "
@@ -110,15 +118,14 @@ class SKDHolistic(DistillLoss):
         self.adv_loss, self.d_weight, self.gp_weight = adv_loss, float(d_weight), float(gp_weight)
         self.condition_on_image, self.gp_eps = condition_on_image, float(gp_eps)
         in_ch = spec.num_classes + (spec.image_channels if condition_on_image else 0)
-        self.discriminator = SAGANDiscriminator(in_ch, conv_dim)
+        self.discriminator = SAGANDiscriminator(in_ch, conv_dim, preprocess)
 
     def _d_input(self, logits: Tensor, images: Tensor) -> Tensor:
-        scores = F.softmax(logits, dim=1)
         if not self.condition_on_image:
-            return scores
-        img = F.interpolate(images.to(scores.dtype), size=scores.shape[-2:], mode="bilinear",
+            return logits
+        img = F.interpolate(images.to(logits.dtype), size=logits.shape[-2:], mode="bilinear",
                             align_corners=False)
-        return torch.cat([scores, img], dim=1)
+        return torch.cat([logits, img], dim=1)
 
     def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
         return adversarial_g_loss(self.discriminator(self._d_input(student.logits, batch.images)))
@@ -131,13 +138,14 @@ class SKDHolistic(DistillLoss):
         return dict(_OPTIM_DEFAULTS[self.adv_loss])
 
     def _score_pair(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
-        """D scores of both batches. Same-sized maps go through D in one pass: D has no batch statistics
-        (spectral-norm convs, self-attention), so the scores equal two separate passes, at about half the
-        cost; the spectral norm then runs one power iteration per D step instead of two."""
-        if real.shape != fake.shape:
-            return self.discriminator(real), self.discriminator(fake)
-        scores = self.discriminator(torch.cat([real, fake]))
-        return scores[: real.shape[0]], scores[real.shape[0]:]
+        """D score maps of both batches, one pass each (batch statistics of D's input BatchNorm are per
+        batch), in the reference's order: CIRKD (hinge) scores the student first, official SKD
+        (wgan-gp) the teacher first; the order fixes the spectral-norm and BatchNorm state updates."""
+        if self.adv_loss == "hinge":
+            d_fake = self.discriminator(fake)
+            return self.discriminator(real), d_fake
+        d_real = self.discriminator(real)
+        return d_real, self.discriminator(fake)
 
     def adversary_step(self, student: SegOutput, teacher: SegOutput,
                        batch: DistillBatch) -> dict[str, Tensor]:

@@ -44,7 +44,7 @@ __all__ = [
     "valid_mask",
 ]
 
-_OPTIONAL_MODULES = ("cirkd", "ka")
+_OPTIONAL_MODULES = ("cirkd", "ka", "dsd")
 
 
 def _public_functions(module) -> list[str]:

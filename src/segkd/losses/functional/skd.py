@@ -40,13 +40,26 @@ def skd_pool(feat: Tensor, pool: PairPool = "cirkd", scale: float = 0.5,
     raise ValueError(f"skd_pool: unknown pool '{pool}' (use 'cirkd', 'skd' or 'none')")
 
 
-def l2_normalize_channels(feat: Tensor, detach_norm: bool = True, eps: float = 1e-8) -> Tensor:
-    """``f / (||f||_2 + eps)`` over channels per pixel; (N, C, H, W) -> same shape.
+def l2_normalize_channels(feat: Tensor, detach_norm: bool = True, eps: float = 1e-8,
+                          clamp: bool = False) -> Tensor:
+    """L2-normalise over channels per pixel; (N, C, H, W) -> same shape.
 
+    ``clamp=False``: ``f / (||f||_2 + eps)`` (official SKD ``L2``, eps 1e-8); ``clamp=True``:
+    ``f / max(||f||_2, eps)`` (``F.normalize``, as CIRKD's re-implementation, with eps 1e-12).
     ``detach_norm=True`` treats the norm as a constant in backward, as the official SKD code does.
     """
-    norm = feat.pow(2).sum(dim=1, keepdim=True).sqrt() + eps
+    if clamp:
+        norm = torch.linalg.vector_norm(feat, dim=1, keepdim=True).clamp_min(eps)
+    else:
+        norm = feat.pow(2).sum(dim=1, keepdim=True).sqrt() + eps
     return feat / (norm.detach() if detach_norm else norm)
+
+
+def default_detach_norm(pool: PairPool) -> bool:
+    """The reference's choice for ``pool``: official SKD (``"skd"``) detaches the norm
+    (``L2(feat).detach()`` in its ``utils.py``); CIRKD (``"cirkd"``, and ``"none"``) uses ``F.normalize``
+    with the gradient flowing through the norm."""
+    return pool == "skd"
 
 
 def pairwise_affinity_loss(
@@ -54,7 +67,7 @@ def pairwise_affinity_loss(
     teacher_feat: Tensor,
     pool: PairPool = "cirkd",
     scale: float = 0.5,
-    detach_norm: bool = True,
+    detach_norm: bool | None = None,
     normalize_first: bool = False,
     block_size: int = 256,
     method: AffinityMethod = "auto",
@@ -65,10 +78,13 @@ def pairwise_affinity_loss(
 
         L = 1 / (N * M^2) * sum_n sum_{i,j} (a^s_ij - a^t_ij)^2
 
-    The reference code (official SKD and CIRKD) pools first, then normalises with a detached norm
-    (``normalize_first=False, detach_norm=True``); the paper describes normalised features
-    (``normalize_first=True``). The (M x M) matrices are never all in memory: the error is reduced in row
-    blocks of ``block_size`` nodes or through channel Gram matrices, whichever is cheaper
+    Both reference codes pool first, then normalise (``normalize_first=False``); the paper describes
+    normalised features (``normalize_first=True``). The normalisation follows the pool's reference:
+    ``pool="skd"`` (official SKD ``sim_dis_compute``): ``f / (||f|| + 1e-8)`` with the norm detached;
+    ``pool="cirkd"`` (CIRKD ``CriterionStructuralKD``) and ``"none"``: ``F.normalize`` (``f / max(||f||,
+    1e-12)``) with the gradient through the norm. ``detach_norm`` overrides the detaching only.
+    The (M x M) matrices are never all in memory: the error is reduced in row blocks of ``block_size``
+    nodes or through channel Gram matrices, whichever is cheaper
     (:func:`segkd.losses.blocked.affinity_sq_error_sum`).
 
     Args:
@@ -76,7 +92,8 @@ def pairwise_affinity_loss(
         teacher_feat: (N, C_t, H, W); channel counts may differ. A student map of another size is
             bilinearly resized to the teacher's before pooling.
         pool, scale: see :func:`skd_pool`; the SKD kernel is computed from the teacher map size.
-        detach_norm: treat the L2 norm as a constant in backward.
+        detach_norm: treat the L2 norm as a constant in backward; None (default): as the pool's reference
+            (:func:`default_detach_norm`: detached for ``"skd"`` only).
         normalize_first: normalise before pooling (paper) instead of after (reference code).
         block_size: nodes (rows of the affinity matrix) processed at once by the blocked method.
         method: ``auto``, ``gram`` or ``blocked`` (see :func:`segkd.losses.blocked.affinity_sq_error_sum`).
@@ -88,24 +105,30 @@ def pairwise_affinity_loss(
     check_rank(teacher_feat, 4, "pairwise_affinity_loss teacher_feat")
     size = tuple(teacher_feat.shape[-2:])
     s = resize_to(student_feat, size)
+    detach = default_detach_norm(pool) if detach_norm is None else detach_norm
+    clamp = pool != "skd"
+    eps = 1e-12 if clamp else 1e-8
     nodes = []
     for x in (s, teacher_feat):
         if normalize_first:
-            x = l2_normalize_channels(x, detach_norm)
+            x = l2_normalize_channels(x, detach, eps, clamp)
         x = skd_pool(x, pool, scale, reference_size=size)
         if not normalize_first:
-            x = l2_normalize_channels(x, detach_norm)
+            x = l2_normalize_channels(x, detach, eps, clamp)
         nodes.append(x.flatten(2))  # (N, C, M)
     n, _, m = nodes[1].shape
     return affinity_sq_error_sum(nodes[0], nodes[1], block_size, method) / (n * m * m)
 
 
 def adversarial_d_loss(d_real: Tensor, d_fake: Tensor, kind: AdvLoss = "hinge") -> Tensor:
-    """Discriminator loss on scores of teacher ("real") and student ("fake") maps.
+    """Discriminator loss on score maps of teacher ("real") and student ("fake") inputs.
 
     hinge (CIRKD):   mean(relu(1 - D(t))) + mean(relu(1 + D(s)))
     wgan-gp (SKD):   -mean(D(t)) + mean(D(s))   (add :func:`gradient_penalty` separately)
-    Scores have any shape, e.g. (N,) or (N, 1, h, w).
+
+    Means over every element: with (N, 1, h, w) maps the hinge acts **per location, then averages**, as
+    both references do (``relu(1.0 - d_out_real).mean()``); a hinge on the per-sample mean score differs
+    as soon as the map is larger than 1x1 (a 1x5 map for 64x128 logits, CIRKD's setting).
     """
     if kind == "hinge":
         return F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
@@ -115,19 +138,22 @@ def adversarial_d_loss(d_real: Tensor, d_fake: Tensor, kind: AdvLoss = "hinge") 
 
 
 def adversarial_g_loss(d_fake: Tensor) -> Tensor:
-    """Generator (student) term for both hinge and WGAN: ``-mean(D(s))``."""
+    """Generator (student) term for both hinge and WGAN: ``-mean(D(s))`` over every element of the map."""
     return -d_fake.mean()
 
 
 def gradient_penalty(discriminator: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor,
-                     eps: float = 1e-12, generator: torch.Generator | None = None) -> Tensor:
+                     eps: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
     """WGAN-GP penalty (Gulrajani et al. 2017) as in official SKD ``CriterionAdditionalGP``::
 
         x = a * real + (1 - a) * fake,  a ~ U(0, 1) per sample
-        GP = mean_n (sqrt(||dD(x)/dx||^2 + eps) - 1)^2
+        GP = mean_n (||d(sum D(x)) / dx_n||_2 - 1)^2
 
-    ``eps`` inside the square root keeps the gradient finite when ``dD/dx`` vanishes (the reference has
-    no eps, a source of NaN D losses at small batch). Inputs (N, C, H, W) are detached; the penalty is
+    ``D(x)`` is the discriminator's whole output (the (N, 1, h, w) score map): the references
+    differentiate its *sum* (``grad_outputs=ones``), so each sample's gradient is that of its map's sum.
+    The default ``eps=0`` gives the reference's value; the square root is guarded so that a vanishing
+    gradient (norm 0) yields a penalty of 1 with a finite (zero) gradient instead of NaN. ``eps > 0``
+    computes ``sqrt(||g||^2 + eps)`` instead. Inputs (N, C, H, W) are detached; the penalty is
     differentiable w.r.t. the discriminator's parameters (``create_graph=True``).
     """
     alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype, generator=generator)
@@ -135,5 +161,7 @@ def gradient_penalty(discriminator: Callable[[Tensor], Tensor], real: Tensor, fa
     with torch.enable_grad():
         out = discriminator(mixed)
         (grad,) = torch.autograd.grad(out.sum(), mixed, create_graph=True)
-    norm = (grad.flatten(1).pow(2).sum(dim=1) + eps).sqrt()
+    sq = grad.flatten(1).pow(2).sum(dim=1) + eps
+    positive = sq > 0
+    norm = torch.where(positive, torch.where(positive, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
     return (norm - 1).pow(2).mean()
