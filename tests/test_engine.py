@@ -228,3 +228,43 @@ def _flatten(tree: object, prefix: str = "") -> dict[str, torch.Tensor]:
     for key, value in items:
         out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
     return out
+
+
+class _TwoValues(DistillLoss):
+    """Test term returning two named values computed together: mean and squared mean of the logits."""
+
+    def __init__(self, spec) -> None:
+        super().__init__()
+
+    def forward(self, student, teacher, batch):
+        mean = student.logits.mean()
+        return {"mean": mean, "square": mean**2}
+
+
+if "test_two_values" not in LOSSES:
+    LOSSES.add("test_two_values", _TwoValues)
+
+
+def test_a_term_may_return_several_named_values_each_weighted_by_the_term(tmp_path: Path):
+    from segkd.engine import builder
+
+    cfg = tiny_config(tmp_path / "run", iters=1, distill__teacher="{name: test_tiny_teacher}",
+                      distill__allow_untrained_teacher="true",
+                      distill__losses="[{name: test_two_values, weight: 3.0}]")
+    data = builder.build_data(cfg)
+    student = builder.build_student(cfg, data.num_classes)
+    teacher = builder.build_teacher(cfg, data.num_classes, data.class_names)
+    distiller = builder.build_distiller(cfg, student, teacher, data.num_classes).train()
+    batch = next(builder.build_train_iterator(data, cfg, 0))
+    result = distiller.compute(batch["image"], batch["label"])
+    terms = result.terms
+    assert set(terms) == {"ce", "aux_ce", "test_two_values.mean", "test_two_values.square"}
+    mean = terms["test_two_values.mean"]
+    assert terms["test_two_values.square"].item() == pytest.approx(mean.item() ** 2)
+    expected = terms["ce"] + 0.4 * terms["aux_ce"] + 3.0 * (mean + mean**2)
+    assert result.total.item() == pytest.approx(expected.item(), rel=1e-6)
+    logged = train(tiny_config(tmp_path / "logged", iters=1, distill__teacher="{name: test_tiny_teacher}",
+                               distill__allow_untrained_teacher="true",
+                               distill__losses="[{name: test_two_values, weight: 3.0}]"))
+    first = json.loads((logged / "log.jsonl").read_text().splitlines()[0])
+    assert {"test_two_values.mean", "test_two_values.square"} <= set(first)

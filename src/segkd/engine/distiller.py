@@ -115,7 +115,7 @@ class TrainableNet(nn.Module):
         if teacher_out is not None:
             batch = DistillBatch(images=images, labels=labels)
             for name, loss in self.losses.items():
-                terms[name] = loss(out, teacher_out, batch)
+                terms.update(named_values(name, loss(out, teacher_out, batch)))
         return out, terms
 
 
@@ -218,8 +218,12 @@ class Distiller(nn.Module):
         """One forward: teacher once under no_grad, student, every named term and the weighted total."""
         teacher_out = self.teacher_forward(images)
         student_out, terms = self._runner(images, labels, teacher_out)
-        total = sum(self.weights[name] * value for name, value in terms.items())
+        total = sum(self.weight_of(name) * value for name, value in terms.items())
         return StepResult(total=total, terms=terms, student=student_out, teacher=teacher_out)
+
+    def weight_of(self, term: str) -> float:
+        """The config weight of ``term``; a named value ``<term>.<key>`` carries its term's weight."""
+        return self.weights[term] if term in self.weights else self.weights[term.split(".", 1)[0]]
 
     def forward(self, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """``(total, {term name: unweighted value})``."""
@@ -308,6 +312,13 @@ class Distiller(nn.Module):
     def adversarial_losses(self) -> dict[str, DistillLoss]:
         """Terms that own an adversary (a discriminator with its own optimizer)."""
         return {n: loss for n, loss in self.losses.items() if loss.adversary_parameters()}
+
+
+def named_values(name: str, value: Tensor | dict[str, Tensor]) -> dict[str, Tensor]:
+    """A term's output as logged terms: a scalar under its name, several named values as ``name.key``."""
+    if isinstance(value, dict):
+        return {f"{name}.{key}": v for key, v in value.items()}
+    return {name: value}
 
 
 def _check_shared(losses: dict[str, DistillLoss], shared: nn.ModuleDict) -> None:

@@ -5,10 +5,12 @@ A distillation term is an ``nn.Module`` registered in :data:`LOSSES` and built f
 (``distill.losses[i].weight``) and is applied by the engine, never inside the loss.
 
 Forward contract: ``loss(student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor`` (a
-scalar). The teacher's outputs are computed once per step under ``torch.no_grad()`` and shared by all
-terms. Extra trainable modules (projection heads, adapters) are sub-modules of the loss; they are
-optimised with the student and saved in checkpoints through the loss's ``state_dict``. Stateful losses
-keep their state (memory queues) in registered buffers.
+scalar), or ``dict[str, Tensor]`` for a term that computes several named values at once (logged as
+``<term>.<key>``, each weighted by the term's config weight). The teacher's outputs are computed once
+per step under ``torch.no_grad()`` and shared by all terms. Extra trainable modules (projection heads,
+adapters) are sub-modules of the loss; they are optimised with the student and saved in checkpoints
+through the loss's ``state_dict``. Stateful losses keep their state (memory queues) in registered
+buffers; modules several terms use belong to the distiller (:class:`SharedModules`).
 
 Adversarial terms additionally own a discriminator trained by its own optimizer: they override
 :meth:`DistillLoss.adversary_parameters`, :meth:`DistillLoss.adversary_optim_defaults` (the published
@@ -83,7 +85,9 @@ class DistillBatch:
 class DistillLoss(nn.Module):
     """Base class of every distillation term (see the module docstring for the contract)."""
 
-    def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
+    def forward(
+        self, student: SegOutput, teacher: SegOutput, batch: DistillBatch
+    ) -> Tensor | dict[str, Tensor]:
         raise NotImplementedError
 
     def student_parameters(self) -> Iterator[nn.Parameter]:
