@@ -28,7 +28,10 @@ NETWORKS = {
     "deeplabv3plus_resnet50": ({"output_stride": 16}, 4, 4, [256, 512, 1024, 2048]),
     "deeplabv3plus_xception41": ({"output_stride": 16}, 4, 4, [256, 728, 1024, 2048]),
 }
-SMALL_ONNX = ["espnet_c", "espnet", "mobilenetv2plus", "linear_mobilenetv2", "deeplabv3plus_resnet18"]
+ONNX_NETWORKS = [
+    "espnet_c", "espnet", "mobilenetv2plus", "linear_mobilenetv2", "deeplabv3plus_resnet18",
+    "deeplabv3plus_resnet50", "deeplabv3plus_xception41",  # the KA teachers: every new network exports
+]  # fmt: skip
 
 
 def _build(key: str, num_classes: int = 5) -> torch.nn.Module:
@@ -125,7 +128,7 @@ def test_training_step_on_cpu(key: str) -> None:
 
 
 @pytest.mark.slow  # the torch.export-based ONNX exporter takes 20-50 s per network on a 2-core CPU
-@pytest.mark.parametrize("key", SMALL_ONNX)
+@pytest.mark.parametrize("key", ONNX_NETWORKS)
 def test_onnx_export_parity(key: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = _build(key, 6)
