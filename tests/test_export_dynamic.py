@@ -37,11 +37,15 @@ def test_matrix_pooling_equals_adaptive_avg_pool(size, bins):
 
 
 def test_every_registered_head_is_covered():
-    """The three models below carry every registered head type (guards against a new, untested head)."""
-    assert set(HEADS.names()) == {"pspnet", "deeplabv3", "fcn"}
+    """The models below carry every registered head type (guards against a new, untested head)."""
+    assert set(HEADS.names()) == {"pspnet", "deeplabv3", "fcn", "linear"}
 
 
-@pytest.mark.parametrize("name", ["test_tiny_student", "test_tiny_teacher", "demo_student"])  # PSP, ASPP, FCN
+HEAD_CARRIERS = ["test_tiny_student", "test_tiny_teacher", "demo_student", "linear_mobilenetv2"]  # PSP, ASPP,
+# FCN, classifier-only (KA's student)
+
+
+@pytest.mark.parametrize("name", HEAD_CARRIERS)
 def test_dynamic_onnx_runs_other_sizes(tmp_path, name):
     ckpt, model = make_checkpoint(tmp_path / "s.pt", name=name)
     out = tmp_path / "s.onnx"

@@ -307,33 +307,17 @@ def test_training_interrupted_message_names_resume():
 
 def test_one_reader_and_one_writer_for_checkpoint_files():
     """Only segkd.checkpoint_io calls torch.load / torch.save (the weights_only policy lives in one place)."""
+    import ast
+
     src = Path(__file__).parents[1] / "src" / "segkd"
-    calls = ("torch.load(", "torch.save(")
-    offenders = [
-        str(path.relative_to(src))
-        for path in src.rglob("*.py")
-        if path.name != "checkpoint_io.py" and any(call in path.read_text() for call in calls)
-    ]
-    assert offenders == []
 
+    def calls_torch_load_or_save(path: Path) -> bool:
+        for node in ast.walk(ast.parse(path.read_text())):
+            func = getattr(node, "func", None)
+            is_attr = isinstance(node, ast.Call) and isinstance(func, ast.Attribute)
+            if is_attr and func.attr in ("load", "save") and getattr(func.value, "id", None) == "torch":
+                return True
+        return False
 
-def test_a_run_that_fails_to_build_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture):
-    config = _empty_config(tmp_path)
-    bad_option = "distill.losses=[{name: kd, options: {tempp: 2}}]"
-    teacher = "distill.teacher={name: test_tiny_teacher}"
-    opt_in = "distill.allow_untrained_teacher=true"  # an untrained teacher is fine for this test
-    # A new run directory: not even created.
-    argv = ["train", str(config), *tiny_overrides(tmp_path / "new", iters=2), teacher, opt_in, bad_option]
-    assert cli_main(argv) == 2
-    assert "tempp" in capsys.readouterr().err and not (tmp_path / "new").exists()
-    # A finished run resumed with a misspelt option: its config.yaml and checkpoints stay as they were.
-    run = train(tiny_config(tmp_path / "run", iters=2))
-    kept = {p: p.read_bytes() for p in [run / "config.yaml", *sorted((run / "checkpoints").iterdir())]}
-    argv = ["train", str(config), *tiny_overrides(run, iters=3), "train.resume=auto", "optim.lrr=1"]
-    assert cli_main(argv) == 2
-    assert "optim.lrr" in capsys.readouterr().err
-    argv = ["train", str(config), *tiny_overrides(run, iters=3), "train.resume=auto", teacher, opt_in]
-    argv.append(bad_option)
-    assert cli_main(argv) == 2
-    assert "tempp" in capsys.readouterr().err
-    assert {p: p.read_bytes() for p in kept} == kept
+    offenders = [str(p.relative_to(src)) for p in src.rglob("*.py") if calls_torch_load_or_save(p)]
+    assert offenders == ["checkpoint_io.py"]
