@@ -61,6 +61,27 @@ def pair_files(
     return samples, problems
 
 
+def pairs_from_ids(
+    ids: Iterable[str],
+    image_dir: Path,
+    label_dir: Path,
+    image_suffix: str = ".jpg",
+    label_suffix: str = ".png",
+) -> tuple[list[Sample], list[str]]:
+    """``(samples, problems)`` for image ids listed in a split file (VOC-style layouts): each id needs
+    ``image_dir/<id><image_suffix>`` and ``label_dir/<id><label_suffix>``; a missing file is a problem."""
+    samples, problems = [], []
+    for image_id in ids:
+        image, label = image_dir / f"{image_id}{image_suffix}", label_dir / f"{image_id}{label_suffix}"
+        if not image.is_file():
+            problems.append(f"listed image missing: {image}")
+        elif not label.is_file():
+            problems.append(f"image without label: {image} (expected label {label})")
+        else:
+            samples.append(Sample(image, label, image_id))
+    return samples, problems
+
+
 def finish_listing(samples: list[Sample], problems: list[str], strict: bool, where: Path) -> list[Sample]:
     """Raise on layout problems (strict) or an empty split; otherwise return the samples."""
     if problems and strict:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segkd.data.base import FilePairDataset, LabelMap, Sample, Transform
-from segkd.data.layout import finish_listing, require_dir, require_root
+from segkd.data.base import FilePairDataset, LabelMap, Transform
+from segkd.data.layout import finish_listing, pairs_from_ids, require_dir, require_root
 from segkd.data.registry import DATASETS
 from segkd.data.voc import read_ids
 
@@ -57,15 +57,7 @@ class PascalContextDataset(FilePairDataset):
             raise FileNotFoundError(
                 f"pascal_context: split list not found: {list_file}\nExpected layout:\n{LAYOUT}"
             )
-        samples, problems = [], []
-        for image_id in read_ids(list_file):
-            image, label = image_dir / f"{image_id}.jpg", label_dir / f"{image_id}.png"
-            if not image.is_file():
-                problems.append(f"listed image missing: {image}")
-            elif not label.is_file():
-                problems.append(f"image without label: {image} (expected label {label})")
-            else:
-                samples.append(Sample(image, label, image_id))
+        samples, problems = pairs_from_ids(read_ids(list_file), image_dir, label_dir)
         label_map = LabelMap.from_dict({k: k - 1 for k in range(1, 60)}, ignored_raw=[0])
         super().__init__(
             finish_listing(samples, problems, strict, base), PASCAL_CONTEXT_CLASSES, label_map, transform

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segkd.data.base import FilePairDataset, LabelMap, Sample, Transform
+from segkd.data.base import FilePairDataset, LabelMap, Transform
 from segkd.data.catalog import VOC_CLASSES, voc_palette
-from segkd.data.layout import finish_listing, require_dir, require_root
+from segkd.data.layout import finish_listing, pairs_from_ids, require_dir, require_root
 from segkd.data.registry import DATASETS
 
 LAYOUT = """  ROOT/JPEGImages/<id>.jpg
@@ -74,15 +74,7 @@ class VOCDataset(FilePairDataset):
             if not list_file.is_file():
                 raise FileNotFoundError(f"voc: split list not found: {list_file}\nExpected layout:\n{LAYOUT}")
             ids, label_dir = read_ids(list_file), require_dir(base / "SegmentationClass", "voc", LAYOUT)
-        samples, problems = [], []
-        for image_id in ids:
-            image, label = image_dir / f"{image_id}.jpg", label_dir / f"{image_id}.png"
-            if not image.is_file():
-                problems.append(f"listed image missing: {image}")
-            elif not label.is_file():
-                problems.append(f"image without label: {image} (expected label {label})")
-            else:
-                samples.append(Sample(image, label, image_id))
+        samples, problems = pairs_from_ids(ids, image_dir, label_dir)
         super().__init__(
             finish_listing(samples, problems, strict, base),
             VOC_CLASSES,

@@ -36,7 +36,7 @@ class SharedModules:
     """Modules that several terms of one distiller use: CIRKD's projector and queues (p2p and p2r), KA's
     frozen encoder (adaptation and affinity).
 
-    The first term that asks for a name creates the module (:meth:`get_or_create`); the distiller owns
+    The first term that asks creates the module (:meth:`find_or_create`); the distiller owns
     them as its named member ``shared`` (state dict keys ``shared.<name>.*``: trained with the student
     when trainable, checkpointed once), and the terms keep plain references to them, never sub-modules.
     """
@@ -44,10 +44,17 @@ class SharedModules:
     def __init__(self) -> None:
         self.modules = nn.ModuleDict()
 
-    def get_or_create(self, name: str, factory: Any) -> nn.Module:
-        """The module registered as ``name``, built by ``factory()`` on first use."""
-        if name not in self.modules:
-            self.modules[name] = factory()
+    def find_or_create(self, base: str, same: Any, factory: Any) -> nn.Module:
+        """The first module for which ``same(module)`` is true, else ``factory()`` registered as ``base``
+        (``base_2``, ``base_3`` ... when that name is taken, e.g. a second set of memory options)."""
+        for module in self.modules.values():
+            if same(module):
+                return module
+        name, n = base, 1
+        while name in self.modules:
+            n += 1
+            name = f"{base}_{n}"
+        self.modules[name] = factory()
         return self.modules[name]
 
 

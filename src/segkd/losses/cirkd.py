@@ -254,20 +254,13 @@ class CIRKDMemory(nn.Module):
 def shared_memory(spec: DistillSpec, kind: str, options: dict) -> CIRKDMemory:
     """The distiller's :class:`CIRKDMemory` for these options (created on first use) with a ``kind``
     queue; named ``cirkd_memory`` (``cirkd_memory_<n>`` for further option sets) in ``spec.shared``."""
-    shared = spec.shared.modules
-    same = [name for name, m in shared.items() if isinstance(m, CIRKDMemory) and m.options == options]
-    name = same[0] if same else _free_name(shared, "cirkd_memory")
-    memory = spec.shared.get_or_create(name, lambda: CIRKDMemory(spec, **options))
+    memory = spec.shared.find_or_create(
+        "cirkd_memory",
+        lambda m: isinstance(m, CIRKDMemory) and m.options == options,
+        lambda: CIRKDMemory(spec, **options),
+    )
     memory.require(kind)
     return memory
-
-
-def _free_name(modules: nn.ModuleDict, base: str) -> str:
-    name, n = base, 1
-    while name in modules:
-        n += 1
-        name = f"{base}_{n}"
-    return name
 
 
 class _CIRKDMemoryTerm(DistillLoss):

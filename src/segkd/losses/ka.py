@@ -211,21 +211,21 @@ class FrozenEncoder(nn.Module):
 def shared_encoder(spec: DistillSpec, path: str) -> FrozenEncoder:
     """The distiller's :class:`FrozenEncoder` of the auto-encoder file ``path`` (loaded on first use),
     named ``ka_encoder`` (``ka_encoder_<n>`` for further files) in ``spec.shared``."""
-    shared = spec.shared.modules
-    same = [name for name, m in shared.items() if isinstance(m, FrozenEncoder) and m.config["path"] == path]
-    if same:
-        return shared[same[0]]
+    return spec.shared.find_or_create(
+        "ka_encoder",
+        lambda m: isinstance(m, FrozenEncoder) and m.config["path"] == path,
+        lambda: _frozen_encoder(spec, path),
+    )
+
+
+def _frozen_encoder(spec: DistillSpec, path: str) -> FrozenEncoder:
     ae, _ = load_autoencoder(path)
     if ae.config["in_channels"] != spec.teacher_feat_channels:
         raise ValueError(
             f"{path}: auto-encoder expects {ae.config['in_channels']} teacher channels, "
             f"the teacher has {spec.teacher_feat_channels}"
         )
-    name, n = "ka_encoder", 1
-    while name in shared:
-        n += 1
-        name = f"ka_encoder_{n}"
-    return spec.shared.get_or_create(name, lambda: FrozenEncoder(ae.encoder, {**ae.config, "path": path}))
+    return FrozenEncoder(ae.encoder, {**ae.config, "path": path})
 
 
 def single_conv_adapter(in_channels: int, out_channels: int) -> nn.Conv2d:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,13 +106,18 @@ def cirkd_to_segkd(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
             n, index, param = re.match(r"^head\.psp\.conv(\d)\.(\d)\.(.*)$", key).groups()
             new = f"head.psp.stages.{int(n) - 1}.{int(index) + 1}.{param}"
         else:
-            new = key
-            for pattern, repl in _HEAD_RULES:
-                new, count = re.subn(pattern, repl, new)
-                if count:
-                    break
+            new = rename_by_rules(key, _HEAD_RULES)
         out[new] = value
     return out
+
+
+def rename_by_rules(key: str, rules: Sequence[tuple[str, str]]) -> str:
+    """``key`` rewritten by the first ``(pattern, replacement)`` rule that matches it (unchanged if none)."""
+    for pattern, repl in rules:
+        new, count = re.subn(pattern, repl, key)
+        if count:
+            return new
+    return key
 
 
 def detect_format(

@@ -34,7 +34,6 @@ statistics, 2x3x64x128 input, CPU float32).
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
@@ -42,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segkd.models.checkpoints import rename_by_rules
 from segkd.models.heads import Resize
 from segkd.models.multistage import MultiStageSegmentor
 
@@ -249,12 +249,4 @@ def authors_to_segkd(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     ``score_se.0`` -> ``head.out_se`` / ``head.aspp`` / ``head.score_se``; ``score.norm.1|2`` ->
     ``head.score.norm1|2``, ``score.conv.1`` -> ``head.score.conv1``, ``score.conv.2`` ->
     ``head.classifier``."""
-    out = {}
-    for key, value in state.items():
-        new = key
-        for pattern, repl in _HEAD_RULES:
-            new, count = re.subn(pattern, repl, new)
-            if count:
-                break
-        out[new] = value
-    return out
+    return {rename_by_rules(key, _HEAD_RULES): value for key, value in state.items()}
