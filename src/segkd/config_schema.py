@@ -66,6 +66,11 @@ class TrainConfig:
 
     stage: Literal["main", "ka_autoencoder"] = "main"  # ka_autoencoder: Knowledge Adaptation stage 1
     iters: int = 1000
+    # Budget (segkd.engine.budget): 0 trains train.iters iterations; > 0 trains until this many
+    # budget_unit are spent (iters, seconds of training steps, or student_steps: seconds / measured cost
+    # of one plain student step); the LR schedule runs over it and it is saved in checkpoints.
+    budget: float = 0.0
+    budget_unit: Literal["iters", "seconds", "student_steps"] = "student_steps"
     log_interval: int = 10
     val_interval: int = 0  # 0: validate only at the end
     ckpt_interval: int = 0  # 0: checkpoint only at validation points and the end
@@ -73,7 +78,8 @@ class TrainConfig:
     grad_accum: int = 1
     grad_clip: float = 0.0  # 0 disables
     seed: int = 0
-    deterministic: bool = False
+    deterministic: bool = False  # deterministic kernels; with threads fixed, a CPU run repeats exactly
+    threads: int = 0  # intra-op CPU threads (torch.set_num_threads); 0: PyTorch's default (cores)
     resume: str | None = None  # None, "auto" (latest in output_dir) or a checkpoint path
     device: str = "auto"  # auto, cpu, cuda, cuda:N
 

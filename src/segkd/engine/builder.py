@@ -43,8 +43,12 @@ def build_data(cfg: ExperimentConfig, need_train: bool = True) -> DataBundle:
     )
 
 
-def build_train_iterator(data: DataBundle, cfg: ExperimentConfig, start_iter: int) -> Any:
+def build_train_iterator(
+    data: DataBundle, cfg: ExperimentConfig, start_iter: int, iters: int | None = -1
+) -> Any:
     """Iterator over this process's training batches from iteration ``start_iter`` on.
+
+    ``iters``: iterations of the run (-1: ``train.iters``; None: endless, for a time budget).
 
     The data package's sampler makes the stream a pure function of (seed, batch index), so a run resumed
     at iteration ``k`` replays exactly the batches an uninterrupted run sees from ``k``.
@@ -52,11 +56,12 @@ def build_train_iterator(data: DataBundle, cfg: ExperimentConfig, start_iter: in
     from segkd.data import build_train_loader
 
     per_iter = cfg.train.grad_accum  # batches of data.batch_size per process per iteration
+    iters = cfg.train.iters if iters == -1 else iters
     loader = build_train_loader(
         data.train_set,
         cfg.data,
         seed=cfg.train.seed,
-        total_samples=cfg.train.iters * per_iter * cfg.data.batch_size,
+        total_samples=None if iters is None else iters * per_iter * cfg.data.batch_size,
         start_batch=start_iter * per_iter,
     )
     return iter(loader)
