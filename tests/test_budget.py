@@ -68,14 +68,18 @@ def test_seconds_budget_stops_when_spent_and_schedules_over_it(tmp_path: Path, c
 
 def test_student_step_budget_divides_by_the_measured_student_step(tmp_path: Path, clock: FakeClock):
     """12 student steps of 0.25 s = 3 s of training = 3 steps of 1 s."""
-    run = train(tiny_config(tmp_path / "steps", iters=1000, train__budget=12, train__budget_unit="student_steps"))
+    run = train(
+        tiny_config(tmp_path / "steps", iters=1000, train__budget=12, train__budget_unit="student_steps")
+    )
     summary = json.loads((run / "summary.json").read_text())
     assert summary["iters"] == 3
     assert summary["budget"]["student_step_s"] == 0.25
     assert [x["budget_spent"] for x in _train_log(run)] == [4.0, 8.0, 12.0]
 
 
-def test_resume_continues_the_budget_exactly(tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch):
+def test_resume_continues_the_budget_exactly(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+):
     common = dict(iters=1000, train__budget=6, train__budget_unit="seconds", train__ckpt_interval=3)
     full = train(tiny_config(tmp_path / "full", **common))
 
@@ -103,8 +107,9 @@ def test_resume_continues_the_budget_exactly(tmp_path: Path, clock: FakeClock, m
     assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"] == 0.0
 
 
-def test_student_step_budget_keeps_the_measured_cost_on_resume(tmp_path: Path, clock: FakeClock,
-                                                              monkeypatch: pytest.MonkeyPatch):
+def test_student_step_budget_keeps_the_measured_cost_on_resume(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+):
     """The resumed run uses the saved student-step cost, not a new measurement."""
     common = dict(iters=1000, train__budget=16, train__budget_unit="student_steps", train__ckpt_interval=2)
     stepping = Trainer.train_step
