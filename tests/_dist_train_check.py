@@ -112,7 +112,7 @@ def main(out_dir: Path) -> None:
     verdict.update(distilled_check(out_dir, run_dir / "checkpoints" / "latest.pt", device))
     if rank() == 0:
         verdict["single_miou"], verdict["single_pixels"] = _single_process_miou(student, trainer, cfg, device)
-        fresh = builder.build_student(cfg, trainer.data.num_classes)
+        fresh = builder.build_student(cfg.model, trainer.data.num_classes)
         fresh.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "latest.pt")["model"])
         verdict["checkpoint_miou"], _ = _single_process_miou(fresh, trainer, cfg, device)
         verdict["logged_val_miou"] = _logged_val_miou(run_dir)

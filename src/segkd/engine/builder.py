@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from segkd.config_schema import ExperimentConfig
+from segkd.config_schema import DataConfig, ExperimentConfig, ModelConfig
 from segkd.engine.distiller import Distiller, StepSettings, distill_spec, term_names
 from segkd.labels import IGNORE_INDEX
 
@@ -67,18 +67,18 @@ def build_train_iterator(
     return iter(loader)
 
 
-def build_val_loader_for(data: DataBundle, cfg: ExperimentConfig) -> Any:
-    """DDP-aware validation loader without duplicate samples."""
+def build_val_loader_for(data: DataBundle, cfg: DataConfig) -> Any:
+    """DDP-aware validation loader without duplicate samples, from the ``data`` section."""
     from segkd.data import build_val_loader
 
-    return build_val_loader(data.val_set, cfg.data)
+    return build_val_loader(data.val_set, cfg)
 
 
-def build_student(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
-    """The trained segmentor from ``cfg.model`` (loads ``model.checkpoint`` if set)."""
+def build_student(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """The trained segmentor from the ``model`` section (loads ``model.checkpoint`` if set)."""
     from segkd.models import build_model_from_config
 
-    return build_model_from_config(cfg.model, num_classes)
+    return build_model_from_config(cfg, num_classes)
 
 
 def build_teacher(

@@ -94,7 +94,7 @@ class Trainer:
             preflight({"train": data.train_set, "val": data.val_set})
         self.data = data
         self.meta = builder.run_meta(cfg, self.data)
-        student = builder.build_student(cfg, self.data.num_classes)
+        student = builder.build_student(cfg.model, self.data.num_classes)
         teacher = builder.build_teacher(cfg, self.data.num_classes, self.data.class_names)
         if is_dist_initialized() and device.type == "cuda":
             # SyncBatchNorm needs CUDA tensors; with gloo on CPU plain BatchNorm stays (buffers from rank 0).
@@ -112,7 +112,7 @@ class Trainer:
         self.budget = self._start_budget()
         self.optimizers = build_optimizers(self.distiller, cfg, self.budget)
         self.iteration, self.best_miou, self.train_time = 0, -1.0, 0.0
-        self.val_loader = builder.build_val_loader_for(self.data, cfg)
+        self.val_loader = builder.build_val_loader_for(self.data, cfg.data)
         # Build the batch stream before restoring RNG states: creating it may draw from the global RNG.
         self.batches = builder.build_train_iterator(self.data, cfg, start, self.budget.max_iterations())
         torch.manual_seed(cfg.train.seed + 1000003 * rank())  # per-rank dropout masks
