@@ -23,7 +23,7 @@ from segkd.checkpoint_io import read_checkpoint
 from segkd.compare.plan import ComparePlan
 from segkd.config import ConfigError, to_dict
 from segkd.config_schema import ExperimentConfig
-from segkd.distributed import is_main_process
+from segkd.distributed import is_main_process, setup_distributed
 from segkd.engine import train
 from segkd.engine.builder import DataBundle, build_data
 from segkd.engine.checkpoint import changed_settings
@@ -102,6 +102,7 @@ def run_plan(
 ) -> list[RunResult]:
     """Train (or reuse) every run of ``plan``; ``on_result`` is called with all results after each run."""
     data = data or DataCache()
+    setup_distributed(plan.methods[0].config["train"]["device"])  # under torchrun: ranks known from here
     check_teachers(plan)
     teacher_ckpt = ensure_teacher(plan, data)
     results: list[RunResult] = []
