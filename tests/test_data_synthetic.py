@@ -90,3 +90,10 @@ def test_cache_option_gives_the_same_samples_and_protects_them():
     label[:] = 7  # a caller changing its copy must not change the cache
     again = cached.load(1)
     assert np.array_equal(again[0], plain.load(1)[0]) and np.array_equal(again[1], plain.load(1)[1])
+
+
+def test_num_samples_per_split():
+    counts = {"train": 5, "val": 9}
+    assert len(SyntheticDataset(split="train", num_samples=counts, image_size=32)) == 5
+    assert len(SyntheticDataset(split="val", num_samples=counts, image_size=32)) == 9
+    assert len(SyntheticDataset(split="test", num_samples=counts, image_size=32)) == 200  # the default

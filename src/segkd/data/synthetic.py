@@ -90,7 +90,8 @@ def random_texture(
 class SyntheticDataset(SegDataset):
     """Deterministic procedural shape scenes (see the module docstring for the generation recipe).
 
-    Options: ``num_samples`` (default 1000 for train, 200 otherwise), ``image_size`` (int or [H, W],
+    Options: ``num_samples`` (an int, or a mapping split -> count such as ``{train: 32, val: 256}``;
+    default 1000 for train, 200 otherwise), ``image_size`` (int or [H, W],
     default 128), ``seed`` (default 0), ``textured`` (default False: flat colours; True adds stripes,
     checkerboards and blotches, a much harder task), ``max_objects`` (default 7), ``cache`` (default
     False: True keeps each generated image/label in memory, so runs sharing the dataset object generate
@@ -102,7 +103,7 @@ class SyntheticDataset(SegDataset):
         root: str | None = None,
         split: str = "train",
         transform: Transform | None = None,
-        num_samples: int | None = None,
+        num_samples: int | dict[str, int] | None = None,
         image_size: int | list[int] = 128,
         seed: int = 0,
         textured: bool = False,
@@ -116,6 +117,8 @@ class SyntheticDataset(SegDataset):
                 f"synthetic: image_size must be an int or [H, W] of at least 16, got {image_size}"
             )
         self.height, self.width = int(size[0]), int(size[1])
+        if isinstance(num_samples, dict):  # per split, e.g. {train: 32, val: 256}
+            num_samples = num_samples.get(split)
         self.num_samples = int(
             num_samples if num_samples is not None else (1000 if split == "train" else 200)
         )
