@@ -99,6 +99,7 @@ def write_outputs(
         **header,
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
         "results": table,
+        "notes": notes or [],
         "runs": results_as_dicts(results),
     }
     (out / "compare.json").write_text(json.dumps(data, indent=2))
