@@ -17,6 +17,7 @@ from segkd.config import load_config
 from segkd.data import build_train_loader
 from segkd.data.images import ImageFolder
 from segkd.data.mixed import MixedBatchSampler, build_mixed_train_loader
+from segkd.data.preflight import PreflightError
 from segkd.engine import builder
 from segkd.engine.checkpoint import load_checkpoint
 from segkd.engine.distiller import named_values, upsampled_ce
@@ -330,6 +331,9 @@ def test_image_folder_pool_any_depth(tmp_path: Path):
     assert batch["image"].shape == (4, 3, 32, 32) and batch["labeled"].tolist() == [True, True, False, False]
     assert set(batch["name"][2:]) <= {"a/x", "a/b/y", "z"}
     assert (batch["label"][2:] == 255).all()
+    (root / "a" / "broken.png").write_bytes(b"not a png")  # checked before training, named
+    with pytest.raises(PreflightError, match="unlabeled: cannot read image .*broken.png"):
+        builder.build_data(cfg)
 
 
 # ------------------------------------------------------------------------------------------ config

@@ -28,7 +28,7 @@ class DataBundle:
     class_names: list[str]
     palette: Any
     ignore_index: int
-    unlabeled_set: Any = None  # the data.unlabeled pool (None: off, or built on demand from the config)
+    unlabeled_set: Any = None  # the data.unlabeled pool; None: off, or built from the config when needed
 
 
 def build_data(cfg: ExperimentConfig, need_train: bool = True) -> DataBundle:
@@ -44,18 +44,23 @@ def build_data(cfg: ExperimentConfig, need_train: bool = True) -> DataBundle:
     )
     if need_train:
         data.unlabeled_set = _unlabeled_set(data, cfg)
+        if data.unlabeled_set is not None:  # a sample fully loaded before step 1 (segkd.data.preflight)
+            from segkd.data.preflight import preflight
+
+            preflight({"unlabeled": data.unlabeled_set})
     return data
 
 
 def _unlabeled_set(data: DataBundle, cfg: ExperimentConfig) -> Any:
-    """The bundle's unlabelled pool, built (and the setting checked) when ``data.unlabeled`` is set."""
+    """The unlabelled pool when ``cfg.data.unlabeled`` is set (checked): the bundle's, else built from
+    the config (a bundle built without it, e.g. shared across runs); None when it is not set."""
     from segkd.data.mixed import build_unlabeled_dataset, check_unlabeled
 
     if check_unlabeled(cfg.data, cfg.distill.teacher is not None) is None:
         return None
-    if data.unlabeled_set is None:
-        data.unlabeled_set = build_unlabeled_dataset(cfg.data, data.class_names)
-    return data.unlabeled_set
+    if data.unlabeled_set is not None:
+        return data.unlabeled_set
+    return build_unlabeled_dataset(cfg.data, data.class_names)
 
 
 def build_train_iterator(data: DataBundle, cfg: ExperimentConfig, start_iter: int) -> Any:
