@@ -16,7 +16,7 @@ from loss_testing import NUM_CLASSES, tiny_pair
 from segkd.config import load_config
 from segkd.data import build_train_loader
 from segkd.data.images import ImageFolder
-from segkd.data.mixed import MixedBatchSampler, build_mixed_train_loader
+from segkd.data.mixed import MixedBatchSampler, build_mixed_train_loader, unlabeled_count
 from segkd.data.preflight import PreflightError
 from segkd.engine import builder
 from segkd.engine.checkpoint import load_checkpoint
@@ -303,6 +303,11 @@ def test_mixed_stream_is_deterministic_resumable_and_worker_independent(tmp_path
     assert _same(full[4:], stream(cfg, 3, 3, start=4))  # resumed at batch 4
     assert _same(full, stream(replace(cfg, workers=2), 3, 7))
     assert not _same(full, stream(cfg, 4, 7))
+
+
+def test_unlabelled_count_is_the_floor_of_ratio_times_batch():
+    assert [unlabeled_count(r, 8) for r in (0.0, 0.1, 0.125, 0.5, 0.99)] == [0, 0, 1, 4, 7]
+    assert unlabeled_count(0.29, 100) == 29  # not 28 from 0.29 * 100 = 28.999999999999996
 
 
 def test_mixed_sampler_gives_each_rank_a_disjoint_share_of_both_streams():

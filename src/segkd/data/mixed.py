@@ -33,7 +33,7 @@ UNLABELED_STREAM = 2  # salt of the unlabelled stream's seed (the labelled strea
 
 def unlabeled_count(ratio: float, batch_size: int) -> int:
     """``floor(ratio * batch_size)``: unlabelled images per per-process batch (< batch_size for ratio < 1)."""
-    return int(ratio * batch_size)
+    return int(ratio * batch_size + 1e-9)  # 0.29 * 100 = 28.999999999999996 counts as 29
 
 
 def check_unlabeled(cfg: DataConfig, has_teacher: bool) -> UnlabeledConfig | None:
