@@ -28,19 +28,39 @@ class DataBundle:
     class_names: list[str]
     palette: Any
     ignore_index: int
+    unlabeled_set: Any = None  # the data.unlabeled pool; None: off, or built from the config when needed
 
 
 def build_data(cfg: ExperimentConfig, need_train: bool = True) -> DataBundle:
-    """Train (optional) and validation datasets from ``cfg.data``."""
+    """Train (optional, with the ``data.unlabeled`` pool when set) and validation datasets of ``cfg.data``."""
     from segkd.data import build_dataset_from_config
 
     val_set = build_dataset_from_config(cfg.data, cfg.data.val_split, train=False)
     train_set = build_dataset_from_config(cfg.data, cfg.data.train_split, train=True) if need_train else None
     ref = train_set if train_set is not None else val_set
     num_classes = cfg.model.num_classes or ref.num_classes
-    return DataBundle(
+    data = DataBundle(
         train_set, val_set, num_classes, list(ref.class_names), ref.palette, getattr(ref, "ignore_index", 255)
     )
+    if need_train:
+        data.unlabeled_set = _unlabeled_set(data, cfg)
+        if data.unlabeled_set is not None:  # a sample fully loaded before step 1 (segkd.data.preflight)
+            from segkd.data.preflight import preflight
+
+            preflight({"unlabeled": data.unlabeled_set})
+    return data
+
+
+def _unlabeled_set(data: DataBundle, cfg: ExperimentConfig) -> Any:
+    """The unlabelled pool when ``cfg.data.unlabeled`` is set (checked): the bundle's, else built from
+    the config (a bundle built without it, e.g. shared across runs); None when it is not set."""
+    from segkd.data.mixed import build_unlabeled_dataset, check_unlabeled
+
+    if check_unlabeled(cfg.data, cfg.distill.teacher is not None) is None:
+        return None
+    if data.unlabeled_set is not None:
+        return data.unlabeled_set
+    return build_unlabeled_dataset(cfg.data, data.class_names)
 
 
 def build_train_iterator(
@@ -54,16 +74,20 @@ def build_train_iterator(
     at iteration ``k`` replays exactly the batches an uninterrupted run sees from ``k``.
     """
     from segkd.data import build_train_loader
+    from segkd.data.mixed import build_mixed_train_loader, unlabeled_count
 
     per_iter = cfg.train.grad_accum  # batches of data.batch_size per process per iteration
     iters = cfg.train.iters if iters == -1 else iters
-    loader = build_train_loader(
-        data.train_set,
-        cfg.data,
-        seed=cfg.train.seed,
-        total_samples=None if iters is None else iters * per_iter * cfg.data.batch_size,
-        start_batch=start_iter * per_iter,
-    )
+    total = None if iters is None else iters * per_iter * cfg.data.batch_size
+    start = start_iter * per_iter
+    unlabeled = _unlabeled_set(data, cfg)
+    if unlabeled is not None and unlabeled_count(cfg.data.unlabeled.ratio, cfg.data.batch_size) > 0:
+        # Batches mixed with data.unlabeled images, flagged by batch["labeled"] (segkd.data.mixed).
+        loader = build_mixed_train_loader(data.train_set, unlabeled, cfg.data, cfg.train.seed, total, start)
+    else:
+        loader = build_train_loader(
+            data.train_set, cfg.data, seed=cfg.train.seed, total_samples=total, start_batch=start
+        )
     return iter(loader)
 
 
@@ -133,10 +157,26 @@ def build_distiller(
             losses[name] = build_loss(term.name, spec, **term.options)
             weights[name] = term.weight
         shared = spec.shared.modules
+    _check_unlabeled_terms(cfg, losses)
     settings = StepSettings(cfg.train.amp, cfg.train.grad_clip, device_type)
     return Distiller(
         student, teacher, losses, weights, cfg.distill.aux_weight, ignore_index, settings, shared
     )
+
+
+def _check_unlabeled_terms(cfg: ExperimentConfig, losses: dict[str, Any]) -> None:
+    """With ``data.unlabeled`` images in the batches, some term must learn from them (read no labels)."""
+    from segkd.data.mixed import unlabeled_count
+
+    unlabeled = cfg.data.unlabeled
+    if unlabeled is None or unlabeled_count(unlabeled.ratio, cfg.data.batch_size) == 0:
+        return
+    if not any(not getattr(loss, "uses_labels", True) for loss in losses.values()):
+        raise ValueError(
+            f"config key 'data.unlabeled': every distill.losses term ({', '.join(losses) or 'none'}) reads "
+            "labels, so the unlabelled images would teach nothing; add a label-free term (kd, dist, cwd, "
+            "fitnet, at, skd_pairwise, skd_holistic, cirkd_batch_p2p, dsd, ka_*) or remove data.unlabeled"
+        )
 
 
 def run_meta(cfg: ExperimentConfig, data: DataBundle) -> dict[str, Any]:

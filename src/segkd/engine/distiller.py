@@ -10,6 +10,12 @@ where ``up`` bilinearly upsamples (N, K, h, w) logits to the label size (H, W), 
 teacher only the task terms remain (plain supervised training), so a baseline, a teacher and every
 distilled student run through the same loop.
 
+Unlabelled images (``data.unlabeled``): a micro-batch may carry ``labeled`` (N,) bool. Student and teacher
+run on all N images; CE, aux CE and every term with ``uses_labels = True`` (IFVD, the CIRKD memory terms,
+KD with ``mask_ignore``) see the labelled images only; every label-free term (KD, DIST, CWD, FitNet, AT,
+pair-wise, holistic and its adversary, CIRKD mini-batch, DSD, KA) sees all N
+(:mod:`segkd.engine.routing`). Without ``labeled`` (or all true) the step is exactly the labelled one.
+
 The distiller is the algorithm: :meth:`Distiller.train_step` runs one whole training iteration (every
 micro-batch's forward and backward under AMP, each adversary's update on the detached outputs, gradient
 clipping, the student update and the LR schedules) with the optimizers it is given, keyed by role
@@ -33,8 +39,9 @@ from torch import Tensor, nn
 
 from segkd.distributed import all_reduce, is_dist_initialized
 from segkd.engine.optim import ADVERSARY, STUDENT, Optimizers
+from segkd.engine.routing import TermInputs, labelled_index, supervised_view
 from segkd.labels import IGNORE_INDEX
-from segkd.losses.base import DistillBatch, DistillLoss, DistillSpec
+from segkd.losses.base import DistillLoss, DistillSpec
 from segkd.models.outputs import SegOutput
 
 
@@ -87,7 +94,8 @@ class StepResult:
 class TrainableNet(nn.Module):
     """Student plus the loss terms (and their trainable modules): the part DDP wraps.
 
-    ``forward(images, labels, teacher_out)`` returns ``(student_out, {name: unweighted term})``.
+    ``forward(images, labels, teacher_out, labeled=None)`` returns ``(student_out, {name: unweighted
+    term})``; ``labeled`` (N,) bool routes the images per term (:mod:`segkd.engine.routing`).
     """
 
     def __init__(
@@ -106,16 +114,20 @@ class TrainableNet(nn.Module):
         self.ignore_index = ignore_index
 
     def forward(
-        self, images: Tensor, labels: Tensor, teacher_out: SegOutput | None
+        self, images: Tensor, labels: Tensor, teacher_out: SegOutput | None, labeled: Tensor | None = None
     ) -> tuple[SegOutput, dict[str, Tensor]]:
         out = self.student(images)
-        terms = {"ce": upsampled_ce(out.logits, labels, self.ignore_index)}
-        if out.aux_logits is not None and self.aux_weight > 0:
-            terms["aux_ce"] = upsampled_ce(out.aux_logits, labels, self.ignore_index)
+        index = labelled_index(labeled)
+        logits, aux_logits, task_labels = supervised_view(out, labels, index, self.ignore_index)
+        terms = {"ce": upsampled_ce(logits, task_labels, self.ignore_index)}
+        if aux_logits is not None and self.aux_weight > 0:
+            terms["aux_ce"] = upsampled_ce(aux_logits, task_labels, self.ignore_index)
         if teacher_out is not None:
-            batch = DistillBatch(images=images, labels=labels)
+            inputs = TermInputs(out, teacher_out, images, labels, index, self.ignore_index)
             for name, loss in self.losses.items():
-                terms.update(named_values(name, loss(out, teacher_out, batch)))
+                args = inputs.for_term(loss)
+                value = loss(*args) if args is not None else out.logits.new_zeros(())  # no labelled image
+                terms.update(named_values(name, value))
         return out, terms
 
 
@@ -214,10 +226,12 @@ class Distiller(nn.Module):
             out = replace(out, aux_logits=aux_head(out.stages[self.teacher.aux_index])[0])
         return out
 
-    def compute(self, images: Tensor, labels: Tensor) -> StepResult:
-        """One forward: teacher once under no_grad, student, every named term and the weighted total."""
+    def compute(self, images: Tensor, labels: Tensor, labeled: Tensor | None = None) -> StepResult:
+        """One forward: teacher once under no_grad, student, every named term and the weighted total.
+
+        ``labeled`` (N,) bool: which images have labels (None: all); see the module docstring."""
         teacher_out = self.teacher_forward(images)
-        student_out, terms = self._runner(images, labels, teacher_out)
+        student_out, terms = self._runner(images, labels, teacher_out, labeled)
         total = sum(self.weight_of(name) * value for name, value in terms.items())
         return StepResult(total=total, terms=terms, student=student_out, teacher=teacher_out)
 
@@ -225,9 +239,11 @@ class Distiller(nn.Module):
         """The config weight of ``term``; a named value ``<term>.<key>`` carries its term's weight."""
         return self.weights[term] if term in self.weights else self.weights[term.split(".", 1)[0]]
 
-    def forward(self, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self, images: Tensor, labels: Tensor, labeled: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """``(total, {term name: unweighted value})``."""
-        result = self.compute(images, labels)
+        result = self.compute(images, labels, labeled)
         return result.total, result.terms
 
     # ------------------------------------------------------------------------------ the training step
@@ -253,11 +269,12 @@ class Distiller(nn.Module):
     ) -> dict[str, float]:
         """One training iteration; returns every term, averaged over micro-batches and ranks.
 
-        ``micro_batches``: ``[{"image": (N, 3, H, W), "label": (N, H, W)}, ...]`` on the device, one per
-        gradient-accumulation step (DDP synchronises on the last one only). Order, as in the reference
-        SKD/CIRKD code: student forward + backward of ``total / len(micro_batches)`` for each micro-batch;
-        then each adversary's update on the last micro-batch's detached outputs; then gradient clipping
-        and the student update; every role's LR schedule advances once.
+        ``micro_batches``: ``[{"image": (N, 3, H, W), "label": (N, H, W)}, ...]`` on the device (optionally
+        with ``"labeled"`` (N,) bool, see the module docstring), one per gradient-accumulation step (DDP
+        synchronises on the last one only). Order, as in the reference SKD/CIRKD code: student forward +
+        backward of ``total / len(micro_batches)`` for each micro-batch; then each adversary's update on
+        the last micro-batch's detached outputs; then gradient clipping and the student update; every
+        role's LR schedule advances once.
         """
         student = optimizers[STUDENT]
         student.optimizer.zero_grad(set_to_none=True)
@@ -266,7 +283,7 @@ class Distiller(nn.Module):
             last = index == len(micro_batches) - 1
             with self.no_sync() if not last else nullcontext():
                 with self._autocast():
-                    result = self.compute(batch["image"], batch["label"])
+                    result = self.compute(batch["image"], batch["label"], batch.get("labeled"))
                 logged = self.check_finite({**result.terms, "total": result.total}, iteration)
                 self.scaler.scale(result.total / len(micro_batches)).backward()
             for key, value in logged.items():
@@ -286,13 +303,17 @@ class Distiller(nn.Module):
         """Each discriminator's update on the detached student outputs; gradients averaged over ranks
         here, since discriminators are outside the student's DDP (:meth:`wrap_ddp`)."""
         logged: dict[str, float] = {}
-        student = result.student.detached()
-        distill_batch = DistillBatch(images=batch["image"], labels=batch["label"])
+        index = labelled_index(batch.get("labeled"))
+        inputs = TermInputs(result.student.detached(), result.teacher, batch["image"], batch["label"], index,
+                            self.net.ignore_index)
         for name, loss in self.adversarial_losses().items():
+            args = inputs.for_term(loss)  # skd_holistic is label-free: all images
+            if args is None:
+                continue
             role = optimizers[ADVERSARY + name]
             role.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
-                out = loss.adversary_step(student, result.teacher, distill_batch)
+                out = loss.adversary_step(*args)
             logged.update(self.check_finite({f"{name}/{k}": v for k, v in out.items()}, iteration))
             out["loss"].backward()
             if is_dist_initialized():

@@ -226,10 +226,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------- training
     def _next_batch(self) -> dict[str, torch.Tensor]:
         batch = next(self.batches)
-        return {
-            "image": batch["image"].to(self.device, non_blocking=True),
-            "label": batch["label"].to(self.device, non_blocking=True),
-        }
+        keys = ("image", "label", "labeled")  # labeled: (N,) bool when data.unlabeled mixes images in
+        return {k: batch[k].to(self.device, non_blocking=True) for k in keys if k in batch}
 
     def train_step(self) -> dict[str, float]:
         """One iteration, run by the distiller (:meth:`Distiller.train_step`); returns the logged terms."""
