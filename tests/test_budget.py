@@ -153,8 +153,18 @@ def test_measure_student_step_leaves_the_student_and_the_rng_alone():
     torch.manual_seed(3)
     model = build_model("test_tiny_student", 3)
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+    batches = iter(
+        [
+            {
+                "image": torch.randn(2, 3, 16, 16, generator=generator),
+                "label": torch.randint(0, 3, (2, 16, 16), generator=generator),
+            }
+            for _ in range(3)
+        ]
+    )
     state = torch.get_rng_state()
-    seconds = budget_module.measure_student_step(model, (2, 3, 16, 16), 3, torch.device("cpu"), repeats=2)
+    seconds = budget_module.measure_student_step(model, batches, torch.device("cpu"), "adamw", repeats=2)
     assert seconds > 0
     assert torch.equal(torch.get_rng_state(), state)
     for key, value in model.state_dict().items():

@@ -7,9 +7,10 @@ arXiv 2604.25530). A :class:`Budget` measures what a run has spent:
 
 - ``iters``: iterations (``train.iters``, the default);
 - ``seconds``: wall-clock seconds of training steps (validation and checkpoints are not charged);
-- ``student_steps``: those seconds divided by the measured cost of one *plain student step* (forward,
-  cross-entropy, backward and optimizer update of the same student on a batch of the same shape, timed at
-  the start of the run on a copy of the student), so that a budget means the same on every machine:
+- ``student_steps``: those seconds divided by the measured cost of one *plain student step* (a baseline
+  iteration: the next labelled batch of the run's data pipeline, forward, cross-entropy, backward and
+  optimizer update, timed at the start of the run on a copy of the student), so that a budget means the
+  same on every machine:
   ``train.budget=2000 train.budget_unit=student_steps`` gives a distilled run the wall-clock time in which
   the baseline does 2000 iterations, on a laptop as on a GPU node.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,36 +136,40 @@ class Budget:
 
 def measure_student_step(
     student: nn.Module,
-    batch_shape: tuple[int, int, int, int],
-    num_classes: int,
+    batches: Iterator[dict[str, torch.Tensor]],
     device: torch.device,
+    optimizer: str = "sgd",
+    aux_weight: float = 0.4,
     repeats: int = 5,
 ) -> float:
-    """Median seconds of one plain training step of a copy of ``student`` on a random batch.
+    """Median seconds of one plain training iteration of a copy of ``student``: what a baseline iteration
+    costs on this machine now.
 
-    The step is what a baseline iteration costs: forward, cross-entropy on the logits upsampled to the
-    label size, backward, SGD update. A copy is timed (the run's weights, BN statistics and RNG are left
-    untouched: inputs come from a private generator); one warm-up step, then the median of ``repeats``.
-    Under torch.distributed the ranks' medians are averaged, so every rank uses the same value.
+    One iteration: the next labelled batch from ``batches`` (the run's data pipeline: decoding and
+    augmentation included), forward, cross-entropy of the upsampled logits (+ ``aux_weight`` x the aux
+    head's), backward, an update by ``optimizer`` (``sgd`` or ``adamw``). A copy is timed, so the run's
+    weights, BN statistics and RNG stream are untouched; one warm-up iteration, then the median of
+    ``repeats``. Under torch.distributed the ranks' medians are averaged, so every rank uses one value.
     """
-    import torch.nn.functional as F
+    from segkd.engine.distiller import upsampled_ce
 
     model = copy.deepcopy(student).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=1e-6)
-    generator = torch.Generator().manual_seed(0)
-    n, c, h, w = batch_shape
-    images = torch.randn((n, c, h, w), generator=generator).to(device)
-    labels = torch.randint(0, num_classes, (n, h, w), generator=generator).to(device)
+    opt: torch.optim.Optimizer = (
+        torch.optim.AdamW(params, lr=1e-6) if optimizer == "adamw" else torch.optim.SGD(params, lr=1e-6)
+    )
 
     def step() -> float:
         tic = time.perf_counter()
+        batch = next(batches)
+        images, labels = batch["image"].to(device), batch["label"].to(device)
         out = model(images)
-        logits = F.interpolate(out.logits, size=(h, w), mode="bilinear", align_corners=False)
-        loss = F.cross_entropy(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
+        loss = upsampled_ce(out.logits, labels)
+        if out.aux_logits is not None and aux_weight > 0:
+            loss = loss + aux_weight * upsampled_ce(out.aux_logits, labels)
+        opt.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - tic

@@ -91,6 +91,14 @@ def build_train_iterator(
     return iter(loader)
 
 
+def plain_batches(data: DataBundle, cfg: ExperimentConfig) -> Any:
+    """An endless stream of labelled training batches as a baseline run draws them, on a seed of its own
+    (the run's stream is untouched): what :func:`segkd.engine.budget.measure_student_step` times."""
+    from segkd.data import build_train_loader
+
+    return iter(build_train_loader(data.train_set, cfg.data, seed=cfg.train.seed + 7919, total_samples=None))
+
+
 def build_val_loader_for(data: DataBundle, cfg: DataConfig) -> Any:
     """DDP-aware validation loader without duplicate samples, from the ``data`` section."""
     from segkd.data import build_val_loader

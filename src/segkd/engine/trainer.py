@@ -130,9 +130,13 @@ class Trainer:
         elif self.resume_state is not None:  # a checkpoint from before budgets: iterations only
             budget.iterations = int(self.resume_state["iteration"])
         elif budget.unit == "student_steps":
-            shape = (self.cfg.data.batch_size, 3, *self.cfg.data.crop_size)
-            one = measure_student_step(self.distiller.student, shape, self.data.num_classes, self.device)
-            budget.student_step_s = one * t.grad_accum
+            budget.student_step_s = t.grad_accum * measure_student_step(
+                self.distiller.student,
+                builder.plain_batches(self.data, self.cfg),
+                self.device,
+                self.cfg.optim.name,
+                self.cfg.distill.aux_weight,
+            )
         return budget
 
     # ------------------------------------------------------------------------------------ checkpoints
