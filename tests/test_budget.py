@@ -169,3 +169,16 @@ def test_measure_student_step_leaves_the_student_and_the_rng_alone():
     assert torch.equal(torch.get_rng_state(), state)
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_precharged_seconds_count_against_the_budget(tmp_path: Path, clock: FakeClock):
+    """2 s charged beforehand (e.g. a teacher cache's one-off cost) leave 3 of a 5 s budget."""
+    cfg = tiny_config(
+        tmp_path / "pre",
+        iters=1000,
+        train__budget=5,
+        train__budget_unit="seconds",
+        train__budget_precharge_s=2,
+    )
+    summary = json.loads((train(cfg) / "summary.json").read_text())
+    assert summary["iters"] == 3 and summary["budget"]["spent_s"] == 5.0

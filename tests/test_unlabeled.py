@@ -69,7 +69,7 @@ SPIES = "[{name: test_spy_labels}, {name: test_spy_free}, {name: kd}, {name: ifv
 
 def _distiller(cfg):
     data = builder.build_data(cfg)
-    student = builder.build_student(cfg, data.num_classes)
+    student = builder.build_student(cfg.model, data.num_classes)
     teacher = builder.build_teacher(cfg, data.num_classes, data.class_names)
     return data, builder.build_distiller(cfg, student, teacher, data.num_classes).train()
 

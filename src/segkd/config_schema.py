@@ -98,6 +98,9 @@ class TrainConfig:
     # of one plain student step); the LR schedule runs over it and it is saved in checkpoints.
     budget: float = 0.0
     budget_unit: Literal["iters", "seconds", "student_steps"] = "student_steps"
+    # Seconds charged to a time budget before the first step: work done for this run beforehand (e.g. a
+    # teacher cache's one-off cost, charged by segkd compare --cache-cost charge).
+    budget_precharge_s: float = 0.0
     log_interval: int = 10
     val_interval: int = 0  # 0: validate only at the end
     ckpt_interval: int = 0  # 0: checkpoint only at validation points and the end

@@ -26,6 +26,8 @@ from segkd.config_schema import ExperimentConfig, TeacherConfig
 
 BASELINE = "baseline"
 MATCHES = ("iters", "time")
+CACHE_COSTS = ("charge", "amortize", "free")
+CACHED = "@cache"
 
 
 @dataclass
@@ -34,10 +36,17 @@ class MethodSpec:
 
     key: str
     config: dict[str, Any]
+    cached: bool = (
+        False  # ``<method>@cache``: trained from a teacher cache (segkd.cache), not the live teacher
+    )
 
     @property
     def distilled(self) -> bool:
         return bool(self.config["distill"]["losses"])
+
+    @property
+    def base_key(self) -> str:
+        return self.key.split("@", 1)[0]
 
 
 @dataclass
@@ -61,6 +70,8 @@ class ComparePlan:
     matches: list[str] = field(default_factory=lambda: ["iters"])
     budget: float = 0.0
     teacher: dict[str, Any] | None = None
+    cache_cost: str = "charge"  # charge | amortize | free: the cache's one-off cost in time-matched budgets
+    cache_codec: str = "float16"  # storage of the teacher caches (segkd cache-teacher --codec)
 
     def __post_init__(self) -> None:
         if not self.methods or self.methods[0].key != BASELINE:
@@ -75,6 +86,8 @@ class ComparePlan:
             )
         if not self.seeds:
             raise ConfigError("compare: --seeds must be at least 1")
+        if self.cache_cost not in CACHE_COSTS:
+            raise ConfigError(f"compare: --cache-cost must be one of {', '.join(CACHE_COSTS)}")
         if self.budget <= 0:
             self.budget = float(self.methods[0].config["train"]["iters"])
 
@@ -85,10 +98,28 @@ class ComparePlan:
     def teacher_dir(self) -> Path:
         return self.output / "teacher"
 
+    def cache_dir(self, method: MethodSpec) -> Path:
+        """The teacher cache of a ``<method>@cache`` row (one per method: it stores what its terms read)."""
+        return self.output / "cache" / method.base_key
+
+    def precharge(self, cache_seconds: float) -> float:
+        """Seconds of a cache's one-off cost charged to each time-matched run using it (``cache_cost``):
+        all of it (``charge``: what a user distilling one student pays), a share per seed (``amortize``:
+        one cache serves every seed), or none (``free``: shown apart only)."""
+        if self.cache_cost == "charge":
+            return cache_seconds
+        return cache_seconds / len(self.seeds) if self.cache_cost == "amortize" else 0.0
+
     def run_config(
-        self, method: MethodSpec, seed: int, match: str, teacher_ckpt: str | None
+        self,
+        method: MethodSpec,
+        seed: int,
+        match: str,
+        teacher_ckpt: str | None,
+        cache_seconds: float | None = None,
     ) -> ExperimentConfig:
-        """The validated config of one run."""
+        """The validated config of one run (``cache_seconds``: the one-off cost of a cached row's cache;
+        None configures the live teacher, e.g. to write that cache)."""
         raw = copy.deepcopy(method.config)
         raw["name"] = f"{method.key}_seed{seed}"
         raw["output_dir"] = str(self.run_dir(match, method.key, seed))
@@ -102,6 +133,10 @@ class ComparePlan:
             if self.teacher is not None:  # the teacher trained here: its network, its weights
                 raw["distill"]["teacher"].update(self.teacher["model"])
             raw["distill"]["teacher"]["checkpoint"] = teacher_ckpt
+        if method.cached and cache_seconds is not None:
+            raw["distill"]["teacher"]["cache"] = str(self.cache_dir(method))
+            if match == "time":
+                raw["train"]["budget_precharge_s"] = self.precharge(cache_seconds)
         for stage in raw.get("stages") or []:
             stage.setdefault("train", {}).pop("iters", None)  # stages share the matched budget
         return from_dict(ExperimentConfig, raw)
@@ -153,6 +188,7 @@ def plan_from_files(
     output: str | Path | None = None,
     teacher_config: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
+    cache_cost: str = "charge",
 ) -> ComparePlan:
     """A plan from recipe files: ``config`` is a folder of recipes (``baseline.yaml``, ``kd.yaml`` ...)
     or the baseline's file; a method is a recipe file in that folder or a loss bundle
@@ -164,15 +200,16 @@ def plan_from_files(
     baseline_raw = read_yaml(base_file)
     specs = [MethodSpec(BASELINE, resolve(baseline_raw, overrides))]
     for name in methods:
+        cached = name.endswith(CACHED)
+        name = name[: -len(CACHED)] if cached else name
         path = method_file(config, name)
         raw = read_yaml(path)
         if "model" not in raw:  # a loss bundle: only distill (and maybe its optim) over the baseline
             from segkd.config import deep_merge
 
             raw = deep_merge(baseline_raw, raw)
-        specs.append(
-            MethodSpec(Path(name).stem if name.endswith((".yaml", ".yml")) else name, resolve(raw, overrides))
-        )
+        key = Path(name).stem if name.endswith((".yaml", ".yml")) else name
+        specs.append(MethodSpec(key + (CACHED if cached else ""), resolve(raw, overrides), cached))
     teacher = resolve(read_yaml(teacher_config), overrides) if teacher_config else None
     for spec in specs[1:]:
         if spec.config["distill"]["teacher"] is None:
@@ -186,4 +223,4 @@ def plan_from_files(
         if output
         else Path("runs") / "compare" / (config.stem if config.is_file() else config.name)
     )
-    return ComparePlan(out, specs, list(range(seeds)), matches, budget, teacher)
+    return ComparePlan(out, specs, list(range(seeds)), matches, budget, teacher, cache_cost)

@@ -23,7 +23,7 @@ from segkd.checkpoint_io import read_checkpoint
 from segkd.compare.plan import ComparePlan
 from segkd.config import ConfigError, to_dict
 from segkd.config_schema import ExperimentConfig
-from segkd.distributed import is_main_process, setup_distributed
+from segkd.distributed import barrier, is_main_process, setup_distributed
 from segkd.engine import train
 from segkd.engine.builder import DataBundle, build_data
 from segkd.engine.checkpoint import changed_settings
@@ -48,6 +48,7 @@ class RunResult:
     step_s: float
     student_step_s: float | None
     reused: bool
+    cache_s: float = 0.0  # one-off cost of the teacher cache a ``@cache`` row trains from (shown apart)
 
 
 class DataCache:
@@ -95,6 +96,27 @@ def ensure_teacher(plan: ComparePlan, data: Callable[[ExperimentConfig], DataBun
     return str(run.trained_checkpoint())
 
 
+def ensure_caches(plan: ComparePlan, teacher_ckpt: str | None) -> dict[str, float]:
+    """Write the teacher cache of every ``@cache`` row once (resumable; reused when complete) and return
+    ``{row: one-off cost in seconds}``. The cost of the writes is kept in ``compare_cost.json`` beside the
+    cache, so a comparison continued later still counts it."""
+    costs: dict[str, float] = {}
+    for method in (m for m in plan.methods if m.cached):
+        folder = plan.cache_dir(method)
+        record = folder / "compare_cost.json"
+        if not record.is_file():
+            from segkd.cache.build import cache_teacher
+
+            _announce(f"teacher cache for {method.key} -> {folder}")
+            cfg = plan.run_config(method, plan.seeds[0], "iters", teacher_ckpt)
+            manifest = cache_teacher(cfg, folder, None, plan.cache_codec, progress=is_main_process())
+            if is_main_process():
+                record.write_text(json.dumps({"write_seconds": float(manifest["write_seconds"])}))
+            barrier()
+        costs[method.key] = float(json.loads(record.read_text())["write_seconds"])
+    return costs
+
+
 def run_plan(
     plan: ComparePlan,
     data: Callable[[ExperimentConfig], DataBundle] | None = None,
@@ -105,14 +127,17 @@ def run_plan(
     setup_distributed(plan.methods[0].config["train"]["device"])  # under torchrun: ranks known from here
     check_teachers(plan)
     teacher_ckpt = ensure_teacher(plan, data)
+    caches = ensure_caches(plan, teacher_ckpt)
     results: list[RunResult] = []
     total = len(plan.matches) * len(plan.seeds) * len(plan.methods)
     for match in plan.matches:
         for seed in plan.seeds:
             for method in plan.methods:
-                cfg = plan.run_config(method, seed, match, teacher_ckpt)
+                cache_s = caches.get(method.key)
+                cfg = plan.run_config(method, seed, match, teacher_ckpt, cache_s)
                 _announce(f"[{len(results) + 1}/{total}] {match}-matched {method.key}, seed {seed}")
                 results.append(run_one(cfg, method.key, seed, match, data))
+                results[-1].cache_s = cache_s or 0.0
                 if on_result is not None:
                     on_result(results)
     return results

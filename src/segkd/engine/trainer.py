@@ -129,7 +129,9 @@ class Trainer:
             budget.load_state_dict(saved)
         elif self.resume_state is not None:  # a checkpoint from before budgets: iterations only
             budget.iterations = int(self.resume_state["iteration"])
-        elif budget.unit == "student_steps":
+        elif budget.unit != "iters":  # a fresh time budget: work done beforehand, then the step's cost
+            budget.spent_s = t.budget_precharge_s
+        if budget.unit == "student_steps" and budget.student_step_s is None:
             budget.student_step_s = t.grad_accum * measure_student_step(
                 self.distiller.student,
                 builder.plain_batches(self.data, self.cfg),
