@@ -15,7 +15,9 @@ from segkd.config import ConfigError
 from segkd.registry import RegistryError
 
 # Order shown in ``segkd --help``.
-COMMAND_MODULES = ("demo", "train", "eval", "profile", "data", "export", "predict", "bench", "report")
+COMMAND_MODULES = (
+    "demo", "train", "cache_teacher", "eval", "profile", "data", "export", "predict", "bench", "report"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

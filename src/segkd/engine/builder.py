@@ -52,8 +52,13 @@ def build_train_iterator(data: DataBundle, cfg: ExperimentConfig, start_iter: in
     from segkd.data import build_train_loader
 
     per_iter = cfg.train.grad_accum  # batches of data.batch_size per process per iteration
+    dataset = data.train_set
+    if cfg.distill.teacher is not None and cfg.distill.teacher.cache:
+        from segkd.cache.attach import cached_train_set
+
+        dataset = cached_train_set(dataset, cfg)  # samples carry the teacher's replayed maps
     loader = build_train_loader(
-        data.train_set,
+        dataset,
         cfg.data,
         seed=cfg.train.seed,
         total_samples=cfg.train.iters * per_iter * cfg.data.batch_size,
@@ -129,9 +134,14 @@ def build_distiller(
             weights[name] = term.weight
         shared = spec.shared.modules
     settings = StepSettings(cfg.train.amp, cfg.train.grad_clip, device_type)
-    return Distiller(
+    distiller = Distiller(
         student, teacher, losses, weights, cfg.distill.aux_weight, ignore_index, settings, shared
     )
+    if teacher is not None and cfg.distill.teacher is not None and cfg.distill.teacher.cache:
+        from segkd.cache.attach import attach_to_distiller
+
+        attach_to_distiller(distiller, cfg, teacher)  # checks the cache; terms read it instead of the teacher
+    return distiller
 
 
 def run_meta(cfg: ExperimentConfig, data: DataBundle) -> dict[str, Any]:

@@ -81,7 +81,7 @@ class StepResult:
     total: Tensor
     terms: dict[str, Tensor]
     student: SegOutput
-    teacher: SegOutput | None
+    teacher: SegOutput | dict[str, SegOutput] | None  # per term when cached and live targets are mixed
 
 
 class TrainableNet(nn.Module):
@@ -106,7 +106,7 @@ class TrainableNet(nn.Module):
         self.ignore_index = ignore_index
 
     def forward(
-        self, images: Tensor, labels: Tensor, teacher_out: SegOutput | None
+        self, images: Tensor, labels: Tensor, teacher_out: SegOutput | dict[str, SegOutput] | None
     ) -> tuple[SegOutput, dict[str, Tensor]]:
         out = self.student(images)
         terms = {"ce": upsampled_ce(out.logits, labels, self.ignore_index)}
@@ -115,7 +115,7 @@ class TrainableNet(nn.Module):
         if teacher_out is not None:
             batch = DistillBatch(images=images, labels=labels)
             for name, loss in self.losses.items():
-                terms.update(named_values(name, loss(out, teacher_out, batch)))
+                terms.update(named_values(name, loss(out, teacher_for(teacher_out, name), batch)))
         return out, terms
 
 
@@ -155,6 +155,7 @@ class Distiller(nn.Module):
             teacher.eval()
         self.weights = {"ce": 1.0, "aux_ce": aux_weight, **weights}
         self._runner: nn.Module = self.net  # DDP(self.net) once wrapped; not registered (keeps state keys)
+        self.cache_terms: frozenset[str] = frozenset()  # terms reading a teacher cache (segkd.cache.attach)
 
     @property
     def student(self) -> nn.Module:
@@ -214,9 +215,27 @@ class Distiller(nn.Module):
             out = replace(out, aux_logits=aux_head(out.stages[self.teacher.aux_index])[0])
         return out
 
-    def compute(self, images: Tensor, labels: Tensor) -> StepResult:
-        """One forward: teacher once under no_grad, student, every named term and the weighted total."""
-        teacher_out = self.teacher_forward(images)
+    def teacher_targets(
+        self, images: Tensor, cached: dict[str, Tensor] | None = None
+    ) -> SegOutput | dict[str, SegOutput] | None:
+        """What the terms read as the teacher: the live teacher's outputs, or with a teacher cache
+        (``cache_terms``) the batch's replayed ``cached`` maps; ``{term: outputs}`` when some terms read
+        the cache and others the live teacher (run only then)."""
+        if not self.cache_terms:
+            return self.teacher_forward(images)
+        if cached is None:
+            raise ValueError("the distiller reads a teacher cache but the batch carries no cached maps")
+        replayed = SegOutput(logits=cached.get("logits"), feat=cached.get("feat"),  # type: ignore[arg-type]
+                             aux_logits=cached.get("aux_logits"))
+        if len(self.cache_terms) == len(self.losses):
+            return replayed
+        live = self.teacher_forward(images)
+        return {name: replayed if name in self.cache_terms else live for name in self.losses}
+
+    def compute(self, images: Tensor, labels: Tensor, cached: dict[str, Tensor] | None = None) -> StepResult:
+        """One forward: teacher once under no_grad (or its cached maps), student, every named term and the
+        weighted total."""
+        teacher_out = self.teacher_targets(images, cached)
         student_out, terms = self._runner(images, labels, teacher_out)
         total = sum(self.weight_of(name) * value for name, value in terms.items())
         return StepResult(total=total, terms=terms, student=student_out, teacher=teacher_out)
@@ -266,7 +285,7 @@ class Distiller(nn.Module):
             last = index == len(micro_batches) - 1
             with self.no_sync() if not last else nullcontext():
                 with self._autocast():
-                    result = self.compute(batch["image"], batch["label"])
+                    result = self.compute(batch["image"], batch["label"], cached_maps(batch))
                 logged = self.check_finite({**result.terms, "total": result.total}, iteration)
                 self.scaler.scale(result.total / len(micro_batches)).backward()
             for key, value in logged.items():
@@ -292,7 +311,7 @@ class Distiller(nn.Module):
             role = optimizers[ADVERSARY + name]
             role.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
-                out = loss.adversary_step(student, result.teacher, distill_batch)
+                out = loss.adversary_step(student, teacher_for(result.teacher, name), distill_batch)
             logged.update(self.check_finite({f"{name}/{k}": v for k, v in out.items()}, iteration))
             out["loss"].backward()
             if is_dist_initialized():
@@ -312,6 +331,17 @@ class Distiller(nn.Module):
     def adversarial_losses(self) -> dict[str, DistillLoss]:
         """Terms that own an adversary (a discriminator with its own optimizer)."""
         return {n: loss for n, loss in self.losses.items() if loss.adversary_parameters()}
+
+
+def teacher_for(teacher_out: SegOutput | dict[str, SegOutput] | None, term: str) -> SegOutput | None:
+    """The teacher outputs term ``term`` reads (``teacher_out`` is per term in a mixed cached/live run)."""
+    return teacher_out[term] if isinstance(teacher_out, dict) else teacher_out
+
+
+def cached_maps(batch: dict[str, Tensor]) -> dict[str, Tensor] | None:
+    """The replayed teacher maps a batch carries (``"teacher.<key>"`` entries, :mod:`segkd.cache`)."""
+    maps = {key[len("teacher."):]: value for key, value in batch.items() if key.startswith("teacher.")}
+    return maps or None
 
 
 def named_values(name: str, value: Tensor | dict[str, Tensor]) -> dict[str, Tensor]:

@@ -206,10 +206,9 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- training
     def _next_batch(self) -> dict[str, torch.Tensor]:
-        batch = next(self.batches)
+        batch = next(self.batches)  # image, label and any other tensors (a teacher cache's maps)
         return {
-            "image": batch["image"].to(self.device, non_blocking=True),
-            "label": batch["label"].to(self.device, non_blocking=True),
+            k: v.to(self.device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)
         }
 
     def train_step(self) -> dict[str, float]:

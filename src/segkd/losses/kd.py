@@ -30,6 +30,9 @@ class PixelKD(DistillLoss):
         self.reduction = reduction
         self.mask_ignore = mask_ignore
 
+    def teacher_reads(self) -> frozenset[str]:
+        return frozenset({"logits"})
+
     def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
         labels = batch.labels if self.mask_ignore else None
         return pixel_kd_loss(student.logits, teacher.logits.detach(), self.temperature, self.reduction,
