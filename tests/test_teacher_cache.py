@@ -336,3 +336,46 @@ def test_a_mixed_run_gives_live_terms_the_live_teacher(tmp_path: Path):
     assert targets["kd"].logits is cached["logits"]
     assert torch.equal(targets["skd_holistic"].logits, distiller.teacher_forward(images).logits)
     assert (train(mixed) / "checkpoints" / "latest.pt").is_file()
+
+
+# ---------------------------------------------------------------------------------------- commands
+def test_cli_writes_a_cache_and_refuses_a_live_term_in_one_line(tmp_path: Path, capsys):
+    from _engine_helpers import tiny_overrides
+    from segkd.cli import main
+
+    config = tmp_path / "empty.yaml"
+    config.write_text("{}\n")
+    cache = tmp_path / "cache"
+    teacher = f"distill.teacher={{name: test_tiny_teacher, cache: {cache}}}"
+    base = [*tiny_overrides(tmp_path / "run", iters=1), teacher, "distill.allow_untrained_teacher=true"]
+    assert main(["cache-teacher", str(config), *base, "distill.losses=[{name: kd}]", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "train: 8 images" in out and "KiB per image" in out and "error vs float32" in out
+    assert main(["train", str(config), *base, "distill.losses=[{name: kd}, {name: skd_holistic}]"]) == 2
+    err = capsys.readouterr().err
+    assert "term 'skd_holistic' (SKDHolistic) cannot use a teacher cache" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_bench_cache_runs_on_tiny_sizes(tmp_path: Path):
+    import json
+
+    from segkd.cli import main
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "model: {name: test_tiny_student, num_classes: 9}\n"
+        "data: {name: synthetic, crop_size: [24, 24], batch_size: 2, workers: 0,"
+        " options: {num_samples: 2, image_size: 32}}\n"
+        "train: {device: cpu}\n"
+        "distill: {allow_untrained_teacher: true, teacher: {name: test_tiny_teacher, num_classes: 9}}\n")
+    out = tmp_path / "b.json"
+    assert main(["bench", "cache", str(config), "--what", "targets", "sizes", "step", "--images", "1",
+                 "--crops", "2", "--epochs", "3", "--rounds", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    rows = {r["target"]: r for r in result["targets"]["rows"]}
+    assert rows["replay float32"]["stored_kl_t1"] == 0
+    assert rows["FKD 4 crops float16"]["distinct_geometries"] <= 3
+    sizes = {r["layout"]: r["bytes_per_image"] for r in result["sizes"]["rows"]}
+    assert sizes["logits top-4"] < sizes["logits float16"] < sizes["logits float32"]
+    assert [r["step"] for r in result["step"]["rows"]] == ["student", "cached", "live"]

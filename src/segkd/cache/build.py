@@ -78,6 +78,8 @@ def describe(manifest: dict[str, Any]) -> str:
         h, w = stats["first_image_size"]
         lines.append(f"  {pool}: {stats['count']} images, {stats['bytes'] / 2**20:.2f} MiB on disk, "
                      f"{stats['bytes_per_image'] / 1024:.1f} KiB per image ({h}x{w}: {maps})")
+    resumed = " (this run resumed an interrupted write)" if manifest["resumed"] else ""
+    lines.append(f"  written in {manifest['write_seconds']:.1f} s{resumed}")
     err = manifest["error"]
     if err.get("kl_t1") is not None:
         lines.append(f"  error vs float32 on {err['images']} images: KL {err['kl_t1']:.3g} nats/pixel at T=1 "

@@ -16,6 +16,7 @@ renamed into place only after the last entry and the error measurement.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -110,18 +111,22 @@ def write_cache(
     done = _prepare_folder(root, fingerprint, overwrite)
     if done is not None:
         return done
+    resumed = (root / store.WRITING).is_file()
     write_checkpoint({"fingerprint": fingerprint}, root / store.WRITING)
+    tic = time.perf_counter()
     teacher = teacher.to(device).eval()
     probe = probe_sizes(teacher, crop_size, sorted(keys), device)
     pool_stats = {}
     for name, dataset in pools.items():
         pool_stats[name] = _write_pool(teacher, dataset, root, name, sorted(keys), codec, topk, device,
                                        progress)
+    seconds = time.perf_counter() - tic
     first = next(iter(pools))
     error = measure_codec_error(teacher, pools[first], root, first, sorted(keys), error_images, device)
     manifest = {"format": store.FORMAT_VERSION, "fingerprint": fingerprint, "keys": sorted(keys),
                 "codec": codec, "topk": topk if codec == "topk" else None, "pools": pool_stats,
-                "crop_probe": probe, "error": error}
+                "crop_probe": probe, "error": error,
+                "write_seconds": seconds, "resumed": resumed}  # the one-off cost (this invocation's writes)
     write_checkpoint(manifest, root / store.MANIFEST)
     (root / store.WRITING).unlink(missing_ok=True)
     return manifest
