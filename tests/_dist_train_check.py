@@ -6,7 +6,9 @@ ranks hold identical student weights, different from the initial ones, and ident
 evaluation of the same weights over the whole split, and equals a single-process evaluation of the
 checkpoint rank 0 saved; (4) the validation mIoU training logged equals the latter; (5) a distilled run
 (pixel KD + SKD holistic + CIRKD memories) trains under DDP without ``find_unused_parameters`` and ends
-with identical student, discriminator, projector and queue tensors on both ranks.
+with identical student, discriminator, projector and queue tensors on both ranks; (6) the same with
+unlabelled images mixed into every batch (``data.unlabeled``): each rank draws its own labelled and
+unlabelled samples, and every tensor (CIRKD queues fed from both ranks' labelled images) ends identical.
 
 Seeded through the trainer (``train.seed``), so every run trains the same weights.
 """
@@ -85,6 +87,29 @@ def distilled_check(out_dir: Path, teacher_ckpt: Path, device: torch.device) -> 
     }
 
 
+def unlabeled_check(out_dir: Path, teacher_ckpt: Path, device: torch.device) -> dict:
+    """The distilled run of :func:`distilled_check` with 2 labelled + 2 unlabelled images per rank."""
+    run_dir = out_dir / "unlabeled"
+    teacher = f"{{name: test_tiny_student, checkpoint: {teacher_ckpt}}}"
+    cfg = tiny_config(run_dir, iters=2, data__batch_size=4, distill__teacher=teacher,
+                      distill__losses=DISTILL_LOSSES,
+                      data__unlabeled="{split: unlabeled, ratio: 0.5, options: {num_samples: 12}}")
+    trainer = Trainer(cfg, device, run_dir)
+    first = next(builder.build_train_iterator(trainer.data, cfg, 0))
+    names: list[list[str]] = [None] * world_size()  # type: ignore[list-item]
+    dist.all_gather_object(names, list(first["name"]))
+    trainer.fit()
+    tensors = {f"student.{k}": v for k, v in trainer.distiller.student.state_dict().items()}
+    tensors.update({f"shared.{k}": v for k, v in trainer.distiller.shared.state_dict().items()})
+    gathered = _gather(tensors)
+    return {
+        "unlabeled_flags": first["labeled"].tolist(),
+        "unlabeled_names_disjoint": not set(names[0]) & set(names[1]),
+        "unlabeled_differ": [k for k in tensors if not torch.equal(gathered[0][k], gathered[1][k])],
+        "unlabeled_queue_filled": int(tensors["shared.cirkd_memory.pixel_queue.ptr"].sum()),
+    }
+
+
 def main(out_dir: Path) -> None:
     device = setup_distributed("cpu")
     assert world_size() == 2 and dist.get_backend() == "gloo"
@@ -110,9 +135,10 @@ def main(out_dir: Path) -> None:
     reduced, _ = run_evaluation(student, trainer.val_loader, cfg.eval, trainer.data.num_classes, device)
     verdict.update(ddp_miou=reduced["miou"], ddp_pixels=reduced["num_pixels"])
     verdict.update(distilled_check(out_dir, run_dir / "checkpoints" / "latest.pt", device))
+    verdict.update(unlabeled_check(out_dir, run_dir / "checkpoints" / "latest.pt", device))
     if rank() == 0:
         verdict["single_miou"], verdict["single_pixels"] = _single_process_miou(student, trainer, cfg, device)
-        fresh = builder.build_student(cfg, trainer.data.num_classes)
+        fresh = builder.build_student(cfg.model, trainer.data.num_classes)
         fresh.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "latest.pt")["model"])
         verdict["checkpoint_miou"], _ = _single_process_miou(fresh, trainer, cfg, device)
         verdict["logged_val_miou"] = _logged_val_miou(run_dir)

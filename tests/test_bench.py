@@ -68,7 +68,9 @@ def test_bench_distill_methods_are_the_recipes_and_run_the_engine_step(tmp_path)
     recipes = method_bundles()
     assert [t["weight"] for t in recipes["skd"]] == [1.0, 10.0, 0.001]  # configs/_base/methods/skd.yaml
     assert recipes["skd"][2]["options"] == {"adv_loss": "hinge", "d_weight": 0.1}  # full-width D
-    assert "conv_dim" in method_bundles("demo")["skd"][2]["options"]  # the demo's shrunken D
+    demo = method_bundles("demo")["cirkd"]
+    assert demo[2]["options"]["pixel_memory_size"] == 2000  # the demo's memories, scaled to its data
+    assert "pixel_memory_size" not in recipes["cirkd"][2]["options"]  # the recipes' full queues
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text("model: {name: test_tiny_student}\ndata: {crop_size: [32, 32], batch_size: 2}\n"
                    "distill: {teacher: {name: test_tiny_teacher}}\ntrain: {grad_accum: 2, grad_clip: 1.0}\n")

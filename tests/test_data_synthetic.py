@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from segkd.data import DATASETS, build_dataset
-from segkd.data.synthetic import SYNTHETIC_CLASSES
+from segkd.data.synthetic import SYNTHETIC_CLASSES, SyntheticDataset
 
 
 def test_registered_and_contract() -> None:
@@ -77,3 +77,23 @@ def test_bad_options(bad: dict) -> None:
 def test_unknown_option_is_named() -> None:
     with pytest.raises(ValueError, match="colour"):
         build_dataset("synthetic", None, "train", colour=3)
+
+
+def test_cache_option_gives_the_same_samples_and_protects_them():
+    plain = SyntheticDataset(split="train", num_samples=3, image_size=32)
+    cached = SyntheticDataset(split="train", num_samples=3, image_size=32, cache=True)
+    for i in range(3):
+        a, b = plain.load(i), cached.load(i)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    image, label, _ = cached.load(1)
+    image[:] = 0
+    label[:] = 7  # a caller changing its copy must not change the cache
+    again = cached.load(1)
+    assert np.array_equal(again[0], plain.load(1)[0]) and np.array_equal(again[1], plain.load(1)[1])
+
+
+def test_num_samples_per_split():
+    counts = {"train": 5, "val": 9}
+    assert len(SyntheticDataset(split="train", num_samples=counts, image_size=32)) == 5
+    assert len(SyntheticDataset(split="val", num_samples=counts, image_size=32)) == 9
+    assert len(SyntheticDataset(split="test", num_samples=counts, image_size=32)) == 200  # the default

@@ -1,46 +1,35 @@
-"""Demo table arithmetic and method skipping (the full demo itself is run by hand: `segkd demo --quick`)."""
+"""The demo's plan (built on the public compare API) and its output folder; the full demo is run by hand
+(`segkd demo`, `segkd demo --quick`) and its table is in the README."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import pytest
-
-from segkd.demo.pipeline import METHODS, DemoMethod, missing_losses
-from segkd.demo.report import comparison_rows, format_table, teacher_gap
-
-
-def _run(tmp: Path, name: str, model: str, method: str, miou: float, time_s: float) -> Path:
-    run = tmp / name
-    run.mkdir()
-    summary = {"name": name, "model": model, "method": method, "params": 10, "macs": 2e6, "latency_ms": 1.0,
-               "miou": miou, "train_time_s": time_s, "iters": 5}
-    (run / "summary.json").write_text(json.dumps(summary))
-    return run
+from segkd.compare import BASELINE
+from segkd.demo.pipeline import METHODS, SETTINGS, demo_plan, unused_output_dir
+from segkd.losses import LOSSES
 
 
-def test_comparison_rows_gain_overhead_and_gap(tmp_path: Path):
-    runs = [_run(tmp_path, "teacher", "big", "teacher", 60.0, 100.0),
-            _run(tmp_path, "baseline", "small", "baseline", 40.0, 10.0),
-            _run(tmp_path, "kd", "small", "kd", 43.5, 15.0)]
-    rows = comparison_rows(runs)
-    assert rows[0]["gain"] is None and rows[1]["gain"] == 0.0
-    assert rows[2]["gain"] == pytest.approx(3.5) and rows[2]["overhead"] == pytest.approx(0.5)
-    assert teacher_gap(rows) == pytest.approx(20.0)
-    table = format_table(rows)
-    assert "+3.50" in table and "+50%" in table and "MMACs" in table
-
-
-def test_unregistered_method_is_reported_missing():
-    fake = DemoMethod("nope", ({"name": "kd", "weight": 1.0}, {"name": "no_such_loss", "weight": 1.0}))
-    assert missing_losses(fake) == ["no_such_loss"]
-    assert {m.key for m in METHODS} == {"kd", "skd", "ka", "cirkd", "dist"}
+def test_demo_plan_is_a_fair_comparison(tmp_path: Path):
+    setting = SETTINGS["default"]
+    plan = demo_plan(setting, tmp_path / "demo")
+    assert [m.key for m in plan.methods] == [BASELINE, "kd", "cwd", "dist", "cirkd"]
+    assert plan.matches == ["time"] and len(plan.seeds) >= 3 and plan.budget == setting.budget
+    base = plan.methods[0].config
+    assert base["data"]["unlabeled"] is None or not base["data"]["unlabeled"].get("split")
+    assert base["data"]["options"]["num_samples"]["train"] == setting.labeled
+    for method in plan.methods[1:]:
+        cfg = plan.run_config(method, seed=1, match="time", teacher_ckpt="t.pt")
+        assert cfg.train.budget == setting.budget and cfg.train.budget_unit == "student_steps"
+        assert cfg.train.seed == 1 and cfg.distill.teacher.checkpoint == "t.pt"
+        assert cfg.distill.teacher.name == "demo_teacher" and cfg.model.options == base["model"]["options"]
+        assert cfg.data.unlabeled.split == "unlabeled" and cfg.data.unlabeled.ratio == setting.unlabeled_ratio
+    teacher = plan.teacher_config()
+    assert teacher.data.options["num_samples"]["train"] == setting.teacher_images and teacher.train.seed == 0
+    assert all(t["name"] in LOSSES for terms in METHODS.values() for t in terms)
 
 
 def test_demo_never_writes_over_an_earlier_demo(tmp_path: Path):
-    from segkd.demo.pipeline import unused_output_dir
-
     out = tmp_path / "demo"
     assert unused_output_dir(out) == out  # missing: used as is
     out.mkdir()

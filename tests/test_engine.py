@@ -252,7 +252,7 @@ def test_a_term_may_return_several_named_values_each_weighted_by_the_term(tmp_pa
                       distill__allow_untrained_teacher="true",
                       distill__losses="[{name: test_two_values, weight: 3.0}]")
     data = builder.build_data(cfg)
-    student = builder.build_student(cfg, data.num_classes)
+    student = builder.build_student(cfg.model, data.num_classes)
     teacher = builder.build_teacher(cfg, data.num_classes, data.class_names)
     distiller = builder.build_distiller(cfg, student, teacher, data.num_classes).train()
     batch = next(builder.build_train_iterator(data, cfg, 0))

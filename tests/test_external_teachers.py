@@ -363,7 +363,7 @@ def test_train_step_with_torchvision_teacher_and_feature_adapter():
                     "losses": [{"name": "kd"}, {"name": "fitnet"}]},
     })
     teacher = builder.build_teacher(cfg, 3, ["a", "b", "c"])
-    student = builder.build_student(cfg, 3)
+    student = builder.build_student(cfg.model, 3)
     distiller = builder.build_distiller(cfg, student, teacher, 3)
     images, labels = torch.randn(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))
     step = distiller.compute(images, labels)

@@ -32,7 +32,7 @@ def run_dir(tmp_path_factory):
     cfg = from_dict(ExperimentConfig, {**RUN, "output_dir": str(root)})
     data = builder.build_data(cfg, need_train=False)
     torch.manual_seed(0)
-    model = builder.build_student(cfg, data.num_classes)
+    model = builder.build_student(cfg.model, data.num_classes)
     (root / "checkpoints").mkdir()
     torch.save({"model": model.state_dict(), "config": to_dict(cfg), "meta": builder.run_meta(cfg, data)},
                root / "checkpoints" / "best.pt")

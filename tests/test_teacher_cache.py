@@ -145,7 +145,7 @@ def _write(tmp_path: Path, codec: str = "float32", checkpoint: Path | None = Non
 
 def _teacher(cfg):
     torch.manual_seed(cfg.train.seed)
-    builder.build_student(cfg, 9)
+    builder.build_student(cfg.model, 9)
     return builder.build_teacher(cfg, 9)
 
 
@@ -319,7 +319,7 @@ def test_a_short_cached_training_run_end_to_end(tmp_path: Path):
     run = train(cfg)
     logs = [line for line in (run / "log.jsonl").read_text().splitlines() if '"kd"' in line]
     assert logs and (run / "checkpoints" / "latest.pt").is_file()
-    distiller = builder.build_distiller(cfg, builder.build_student(cfg, 9), _teacher(cfg), 9)
+    distiller = builder.build_distiller(cfg, builder.build_student(cfg.model, 9), _teacher(cfg), 9)
     assert distiller.teacher is None and distiller.cache_terms == {"kd"}  # the teacher is never run
 
 
@@ -328,7 +328,7 @@ def test_a_mixed_run_gives_live_terms_the_live_teacher(tmp_path: Path):
     losses = "[{name: kd}, {name: skd_holistic, weight: 0.001}]"
     mixed = tiny_config(tmp_path / "mixed", iters=2,
                         **_kd(Path(cfg.distill.teacher.cache), mixed=True, distill__losses=losses))
-    distiller = builder.build_distiller(mixed, builder.build_student(mixed, 9), _teacher(mixed), 9)
+    distiller = builder.build_distiller(mixed, builder.build_student(mixed.model, 9), _teacher(mixed), 9)
     assert distiller.teacher is not None and distiller.cache_terms == {"kd"}
     images = torch.randn(2, 3, 32, 32)
     cached = {"logits": torch.randn(2, 9, 4, 4)}
@@ -379,3 +379,14 @@ def test_bench_cache_runs_on_tiny_sizes(tmp_path: Path):
     sizes = {r["layout"]: r["bytes_per_image"] for r in result["sizes"]["rows"]}
     assert sizes["logits top-4"] < sizes["logits float16"] < sizes["logits float32"]
     assert [r["step"] for r in result["step"]["rows"]] == ["student", "cached", "live"]
+
+
+def test_the_unlabelled_pool_is_cached_and_replayed_too(tmp_path: Path):
+    pool = "{split: unlabeled, ratio: 0.5, options: {num_samples: 6}}"
+    cfg, manifest = _write(tmp_path, "float16", data__batch_size=4, data__unlabeled=pool)
+    assert manifest["pools"]["train"]["count"] == 8 and manifest["pools"]["unlabeled"]["count"] == 6
+    batches = builder.build_train_iterator(builder.build_data(cfg), cfg, 0)
+    batch = next(batches)
+    assert batch["labeled"].tolist() == [True, True, False, False]
+    assert batch["teacher.logits"].shape == (4, 9, 4, 4)  # every image, labelled or not, has its target
+    assert (train(cfg) / "checkpoints" / "latest.pt").is_file()

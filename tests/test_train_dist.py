@@ -61,3 +61,12 @@ def test_two_process_distillation_without_unused_parameter_search(verdict: dict)
     assert verdict["distilled_find_unused"] is False
     assert {"discriminator", "cirkd_memory"} <= set(verdict["distilled_has"])
     assert verdict["distilled_differ"] == []  # student, discriminator, projector and queues agree
+
+
+@pytest.mark.dist
+def test_two_process_training_with_unlabelled_images(verdict: dict):
+    """Mixed batches under DDP: disjoint draws per rank, identical weights and CIRKD queues on both."""
+    assert verdict["unlabeled_flags"] == [True, True, False, False]
+    assert verdict["unlabeled_names_disjoint"]
+    assert verdict["unlabeled_differ"] == []
+    assert verdict["unlabeled_queue_filled"] > 0

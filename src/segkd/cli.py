@@ -16,7 +16,8 @@ from segkd.registry import RegistryError
 
 # Order shown in ``segkd --help``.
 COMMAND_MODULES = (
-    "demo", "train", "cache_teacher", "eval", "profile", "data", "export", "predict", "bench", "report"
+    "demo", "train", "compare", "cache_teacher", "eval", "profile", "data", "export", "predict", "bench",
+    "report",
 )
 
 
@@ -34,7 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen sub-command; user errors print one clear line, exit code 2."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # ``key=value`` overrides may also follow the options (``segkd compare CFG --methods kd data.root=X``).
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 1

@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-from segkd.config_schema import ExperimentConfig, TeacherConfig
+from segkd.config_schema import ExperimentConfig, TeacherConfig, UnlabeledConfig
 
 T = TypeVar("T")
 
@@ -225,6 +225,9 @@ def _child(node: Any, key: str, path: list[str], free_form: bool) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- public
+# Optional sections (None by default) that a ``section.key.sub=value`` override opens with their defaults.
+_OPTIONAL_SECTIONS = {("distill", "teacher"): TeacherConfig, ("data", "unlabeled"): UnlabeledConfig}
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -239,8 +242,9 @@ def load_config(
     data = to_dict(from_dict(cls, raw))
     for text in overrides:
         keys, value = parse_override(text)
-        if keys[:2] == ["distill", "teacher"] and len(keys) > 2 and data["distill"]["teacher"] is None:
-            data["distill"]["teacher"] = to_dict(TeacherConfig())  # a teacher.* override opens the section
+        for (section, key), default in _OPTIONAL_SECTIONS.items():
+            if keys[:2] == [section, key] and len(keys) > 2 and data[section][key] is None:
+                data[section][key] = to_dict(default())  # e.g. a teacher.* override opens the section
         apply_override(data, keys, value)
     return from_dict(cls, data)
 

@@ -26,6 +26,32 @@ class ModelConfig:
 
 
 @dataclass
+class UnlabeledConfig:
+    """Images without labels mixed into every training batch; the teacher provides their targets.
+
+    Exactly one source: ``split`` (a split of ``data.name`` at ``data.root`` whose labels are never read,
+    e.g. ``unlabeled`` for the synthetic scenes) or ``root`` (a folder of images, searched at any depth).
+    ``floor(ratio * data.batch_size)`` images of each per-process batch come from this pool, the rest
+    from ``data.train_split``; label-reading terms and the CE see the labelled ones only
+    (:mod:`segkd.engine.routing`). ``options`` are merged over ``data.options`` for a ``split`` pool
+    (e.g. ``{num_samples: 2000}`` for the synthetic one).
+    """
+
+    split: str | None = None
+    root: str | None = None
+    ratio: float = 0.5
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ratio < 1.0:
+            raise ValueError(f"config key 'data.unlabeled.ratio': must be in [0, 1), got {self.ratio}")
+        if self.split is not None and self.root is not None:
+            raise ValueError(
+                "config keys 'data.unlabeled.split' and 'data.unlabeled.root': set one, not both"
+            )
+
+
+@dataclass
 class DataConfig:
     """Dataset, augmentation and loader settings."""
 
@@ -43,6 +69,7 @@ class DataConfig:
     val_batch_size: int = 1
     workers: int = 2
     options: dict[str, Any] = field(default_factory=dict)  # dataset-specific, e.g. synthetic size/count
+    unlabeled: UnlabeledConfig | None = None  # None: off (every training image is labelled)
 
 
 @dataclass
@@ -66,6 +93,11 @@ class TrainConfig:
 
     stage: Literal["main", "ka_autoencoder"] = "main"  # ka_autoencoder: Knowledge Adaptation stage 1
     iters: int = 1000
+    # Budget (segkd.engine.budget): 0 trains train.iters iterations; > 0 trains until this many
+    # budget_unit are spent (iters, seconds of training steps, or student_steps: seconds / measured cost
+    # of one plain student step); the LR schedule runs over it and it is saved in checkpoints.
+    budget: float = 0.0
+    budget_unit: Literal["iters", "seconds", "student_steps"] = "student_steps"
     log_interval: int = 10
     val_interval: int = 0  # 0: validate only at the end
     ckpt_interval: int = 0  # 0: checkpoint only at validation points and the end
@@ -73,7 +105,8 @@ class TrainConfig:
     grad_accum: int = 1
     grad_clip: float = 0.0  # 0 disables
     seed: int = 0
-    deterministic: bool = False
+    deterministic: bool = False  # deterministic kernels; with threads fixed, a CPU run repeats exactly
+    threads: int = 0  # intra-op CPU threads (torch.set_num_threads); 0: PyTorch's default (cores)
     resume: str | None = None  # None, "auto" (latest in output_dir) or a checkpoint path
     device: str = "auto"  # auto, cpu, cuda, cuda:N
 

@@ -53,8 +53,11 @@ def demo_bundles() -> dict[str, list[dict]]:
     """The ``segkd demo`` recipes (demo-sized options) plus the single-term methods it does not train."""
     from segkd.demo.pipeline import METHODS
 
-    bundles = {m.key: [{"name": t["name"], "weight": float(t.get("weight", 1.0)),
-                        "options": dict(t.get("options", {}))} for t in m.losses] for m in METHODS}
+    def term(t: dict) -> dict:
+        options = dict(t.get("options", {}))
+        return {"name": t["name"], "weight": float(t.get("weight", 1.0)), "options": options}
+
+    bundles = {key: [term(t) for t in terms] for key, terms in METHODS.items()}
     for single in ("ifvd", "cwd"):
         bundles.setdefault(single, [{"name": single, "weight": 1.0, "options": {}}])
     return bundles

@@ -77,15 +77,16 @@ def attach_to_distiller(distiller: Any, cfg: ExperimentConfig, teacher: nn.Modul
     return cache
 
 
-def cached_train_set(dataset: Any, cfg: ExperimentConfig) -> CachedTargets:
-    """``dataset`` (the training split) with the cache's maps replayed per sample, after checking the
-    classes, the preprocessing and the sample list against the cache's."""
+def cached_train_set(dataset: Any, cfg: ExperimentConfig, pool: str | None = None) -> CachedTargets:
+    """``dataset`` (the pool ``pool``: default the training split; ``"unlabeled"`` for the
+    ``data.unlabeled`` images) with the cache's maps replayed per sample, after checking the classes, the
+    preprocessing and the sample list against the cache's."""
     t = cfg.distill.teacher
     assert t is not None and t.cache
     cache = TeacherCache(t.cache)
     recorded = cache.manifest["fingerprint"]
     check_match(t.cache, recorded["data"], data_fingerprint(cfg, dataset.class_names), "data")
-    pool = cfg.data.train_split
+    pool = pool or cfg.data.train_split
     count = cache.count(pool)
     if count != len(dataset):
         raise CacheMismatchError(

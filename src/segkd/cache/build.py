@@ -41,8 +41,9 @@ def recipe_keys(
 def cache_teacher(cfg: ExperimentConfig, root: str | Path | None = None, splits: list[str] | None = None,
                   codec: str = "float16", topk: int = 4, keys: list[str] | None = None,
                   overwrite: bool = False, error_images: int = 8, progress: bool = True) -> dict[str, Any]:
-    """Write the cache of ``splits`` (default: the training split) for ``cfg``'s teacher in ``root``
-    (default: ``distill.teacher.cache``); returns the manifest with ``root`` added."""
+    """Write the cache of ``splits`` (default: the training split), and of the ``data.unlabeled`` images
+    as pool ``unlabeled`` when set, for ``cfg``'s teacher in ``root`` (default: ``distill.teacher.cache``);
+    returns the manifest with ``root`` added."""
     from segkd.data import build_dataset_from_config
     from segkd.engine import builder
     from segkd.engine.seeding import seed_everything
@@ -56,9 +57,15 @@ def cache_teacher(cfg: ExperimentConfig, root: str | Path | None = None, splits:
     splits = splits or [cfg.data.train_split]
     pools = {split: build_dataset_from_config(cfg.data, split, train=False) for split in splits}
     first = next(iter(pools.values()))
+    if cfg.data.unlabeled is not None and "unlabeled" not in pools:  # the data.unlabeled images, un-augmented
+        from segkd.data.mixed import build_unlabeled_dataset
+        from segkd.data.transforms import build_transforms
+
+        pools["unlabeled"] = build_unlabeled_dataset(cfg.data, list(first.class_names))
+        pools["unlabeled"].transform = build_transforms(cfg.data, train=False)
     num_classes = cfg.model.num_classes or first.num_classes
-    seed_everything(cfg.train.seed, cfg.train.deterministic)  # as the trainer: a random teacher is the same
-    student = builder.build_student(cfg, num_classes)
+    seed_everything(cfg.train.seed, cfg.train.deterministic, cfg.train.threads)  # as the trainer does
+    student = builder.build_student(cfg.model, num_classes)
     teacher = builder.build_teacher(cfg, num_classes, list(first.class_names))
     keys = keys or recipe_keys(cfg, student, teacher, num_classes, getattr(first, "ignore_index", 255))
     del student

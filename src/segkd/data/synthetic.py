@@ -90,9 +90,12 @@ def random_texture(
 class SyntheticDataset(SegDataset):
     """Deterministic procedural shape scenes (see the module docstring for the generation recipe).
 
-    Options: ``num_samples`` (default 1000 for train, 200 otherwise), ``image_size`` (int or [H, W],
+    Options: ``num_samples`` (an int, or a mapping split -> count such as ``{train: 32, val: 256}``;
+    default 1000 for train, 200 otherwise), ``image_size`` (int or [H, W],
     default 128), ``seed`` (default 0), ``textured`` (default False: flat colours; True adds stripes,
-    checkerboards and blotches, a much harder task), ``max_objects`` (default 7). ``root`` is ignored.
+    checkerboards and blotches, a much harder task), ``max_objects`` (default 7), ``cache`` (default
+    False: True keeps each generated image/label in memory, so runs sharing the dataset object generate
+    every sample once; augmentation still runs on every access). ``root`` is ignored.
     """
 
     def __init__(
@@ -100,11 +103,12 @@ class SyntheticDataset(SegDataset):
         root: str | None = None,
         split: str = "train",
         transform: Transform | None = None,
-        num_samples: int | None = None,
+        num_samples: int | dict[str, int] | None = None,
         image_size: int | list[int] = 128,
         seed: int = 0,
         textured: bool = False,
         max_objects: int = 7,
+        cache: bool = False,
     ) -> None:
         super().__init__(SYNTHETIC_CLASSES, transform)
         size = [image_size, image_size] if isinstance(image_size, int) else list(image_size)
@@ -113,6 +117,8 @@ class SyntheticDataset(SegDataset):
                 f"synthetic: image_size must be an int or [H, W] of at least 16, got {image_size}"
             )
         self.height, self.width = int(size[0]), int(size[1])
+        if isinstance(num_samples, dict):  # per split, e.g. {train: 32, val: 256}
+            num_samples = num_samples.get(split)
         self.num_samples = int(
             num_samples if num_samples is not None else (1000 if split == "train" else 200)
         )
@@ -122,11 +128,20 @@ class SyntheticDataset(SegDataset):
         self.textured, self.max_objects = bool(textured), max(3, int(max_objects))
         self._split_key = zlib.crc32(split.encode())
         self._scale = min(self.height, self.width) / 128.0
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, str]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return self.num_samples
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        if self._cache is None:
+            return self._generate(index)
+        if index not in self._cache:
+            self._cache[index] = self._generate(index)
+        image, label, name = self._cache[index]
+        return image.copy(), label.copy(), name
+
+    def _generate(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         rng = np.random.default_rng([self.seed, self._split_key, index])
         h, w = self.height, self.width
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)

@@ -1,9 +1,9 @@
-"""``segkd demo``: the built-in demonstration, built on segkd's public training and report APIs.
+"""``segkd demo``: the built-in demonstration, a :mod:`segkd.compare` comparison on the synthetic data.
 
-:mod:`.pipeline` trains the teacher, the baseline and every distilled student on the synthetic data;
-:mod:`.report` turns their run directories into the comparison table and ``report.md``.
+:mod:`.pipeline` builds the plan (teacher, baseline, methods, seeds, equal compute) and runs it through
+the public comparison API; :mod:`.report` adds the demo's setting and a plain reading to ``compare.md``.
 """
 
-from segkd.demo.pipeline import METHODS, DemoMethod, run_demo
+from segkd.demo.pipeline import METHODS, SETTINGS, DemoSetting, demo_plan, run_demo
 
-__all__ = ["METHODS", "DemoMethod", "run_demo"]
+__all__ = ["METHODS", "SETTINGS", "DemoSetting", "demo_plan", "run_demo"]

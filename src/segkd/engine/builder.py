@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from segkd.config_schema import ExperimentConfig
+from segkd.config_schema import DataConfig, ExperimentConfig, ModelConfig
 from segkd.engine.distiller import Distiller, StepSettings, distill_spec, term_names
 from segkd.labels import IGNORE_INDEX
 
@@ -28,57 +28,88 @@ class DataBundle:
     class_names: list[str]
     palette: Any
     ignore_index: int
+    unlabeled_set: Any = None  # the data.unlabeled pool; None: off, or built from the config when needed
 
 
 def build_data(cfg: ExperimentConfig, need_train: bool = True) -> DataBundle:
-    """Train (optional) and validation datasets from ``cfg.data``."""
+    """Train (optional, with the ``data.unlabeled`` pool when set) and validation datasets of ``cfg.data``."""
     from segkd.data import build_dataset_from_config
 
     val_set = build_dataset_from_config(cfg.data, cfg.data.val_split, train=False)
     train_set = build_dataset_from_config(cfg.data, cfg.data.train_split, train=True) if need_train else None
     ref = train_set if train_set is not None else val_set
     num_classes = cfg.model.num_classes or ref.num_classes
-    return DataBundle(
+    data = DataBundle(
         train_set, val_set, num_classes, list(ref.class_names), ref.palette, getattr(ref, "ignore_index", 255)
     )
+    if need_train:
+        data.unlabeled_set = _unlabeled_set(data, cfg)
+        if data.unlabeled_set is not None:  # a sample fully loaded before step 1 (segkd.data.preflight)
+            from segkd.data.preflight import preflight
+
+            preflight({"unlabeled": data.unlabeled_set})
+    return data
 
 
-def build_train_iterator(data: DataBundle, cfg: ExperimentConfig, start_iter: int) -> Any:
+def _unlabeled_set(data: DataBundle, cfg: ExperimentConfig) -> Any:
+    """The unlabelled pool when ``cfg.data.unlabeled`` is set (checked): the bundle's, else built from
+    the config (a bundle built without it, e.g. shared across runs); None when it is not set."""
+    from segkd.data.mixed import build_unlabeled_dataset, check_unlabeled
+
+    if check_unlabeled(cfg.data, cfg.distill.teacher is not None) is None:
+        return None
+    if data.unlabeled_set is not None:
+        return data.unlabeled_set
+    return build_unlabeled_dataset(cfg.data, data.class_names)
+
+
+def build_train_iterator(
+    data: DataBundle, cfg: ExperimentConfig, start_iter: int, iters: int | None = -1
+) -> Any:
     """Iterator over this process's training batches from iteration ``start_iter`` on.
+
+    ``iters``: iterations of the run (-1: ``train.iters``; None: endless, for a time budget).
 
     The data package's sampler makes the stream a pure function of (seed, batch index), so a run resumed
     at iteration ``k`` replays exactly the batches an uninterrupted run sees from ``k``.
     """
     from segkd.data import build_train_loader
+    from segkd.data.mixed import build_mixed_train_loader, unlabeled_count
 
     per_iter = cfg.train.grad_accum  # batches of data.batch_size per process per iteration
-    dataset = data.train_set
+    iters = cfg.train.iters if iters == -1 else iters
+    total = None if iters is None else iters * per_iter * cfg.data.batch_size
+    start = start_iter * per_iter
+    train_set, unlabeled = data.train_set, _unlabeled_set(data, cfg)
     if cfg.distill.teacher is not None and cfg.distill.teacher.cache:
         from segkd.cache.attach import cached_train_set
 
-        dataset = cached_train_set(dataset, cfg)  # samples carry the teacher's replayed maps
-    loader = build_train_loader(
-        dataset,
-        cfg.data,
-        seed=cfg.train.seed,
-        total_samples=cfg.train.iters * per_iter * cfg.data.batch_size,
-        start_batch=start_iter * per_iter,
-    )
+        # Samples carry the teacher's maps from the cache, replayed through their augmentation.
+        train_set = cached_train_set(train_set, cfg)
+        if unlabeled is not None:
+            unlabeled = cached_train_set(unlabeled, cfg, pool="unlabeled")
+    if unlabeled is not None and unlabeled_count(cfg.data.unlabeled.ratio, cfg.data.batch_size) > 0:
+        # Batches mixed with data.unlabeled images, flagged by batch["labeled"] (segkd.data.mixed).
+        loader = build_mixed_train_loader(train_set, unlabeled, cfg.data, cfg.train.seed, total, start)
+    else:
+        loader = build_train_loader(
+            train_set, cfg.data, seed=cfg.train.seed, total_samples=total, start_batch=start
+        )
     return iter(loader)
 
 
-def build_val_loader_for(data: DataBundle, cfg: ExperimentConfig) -> Any:
-    """DDP-aware validation loader without duplicate samples."""
+def build_val_loader_for(data: DataBundle, cfg: DataConfig) -> Any:
+    """DDP-aware validation loader without duplicate samples, from the ``data`` section."""
     from segkd.data import build_val_loader
 
-    return build_val_loader(data.val_set, cfg.data)
+    return build_val_loader(data.val_set, cfg)
 
 
-def build_student(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
-    """The trained segmentor from ``cfg.model`` (loads ``model.checkpoint`` if set)."""
+def build_student(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """The trained segmentor from the ``model`` section (loads ``model.checkpoint`` if set)."""
     from segkd.models import build_model_from_config
 
-    return build_model_from_config(cfg.model, num_classes)
+    return build_model_from_config(cfg, num_classes)
 
 
 def build_teacher(
@@ -133,6 +164,7 @@ def build_distiller(
             losses[name] = build_loss(term.name, spec, **term.options)
             weights[name] = term.weight
         shared = spec.shared.modules
+    _check_unlabeled_terms(cfg, losses)
     settings = StepSettings(cfg.train.amp, cfg.train.grad_clip, device_type)
     distiller = Distiller(
         student, teacher, losses, weights, cfg.distill.aux_weight, ignore_index, settings, shared
@@ -142,6 +174,21 @@ def build_distiller(
 
         attach_to_distiller(distiller, cfg, teacher)  # checks the cache; terms read it instead of the teacher
     return distiller
+
+
+def _check_unlabeled_terms(cfg: ExperimentConfig, losses: dict[str, Any]) -> None:
+    """With ``data.unlabeled`` images in the batches, some term must learn from them (read no labels)."""
+    from segkd.data.mixed import unlabeled_count
+
+    unlabeled = cfg.data.unlabeled
+    if unlabeled is None or unlabeled_count(unlabeled.ratio, cfg.data.batch_size) == 0:
+        return
+    if not any(not getattr(loss, "uses_labels", True) for loss in losses.values()):
+        raise ValueError(
+            f"config key 'data.unlabeled': every distill.losses term ({', '.join(losses) or 'none'}) reads "
+            "labels, so the unlabelled images would teach nothing; add a label-free term (kd, dist, cwd, "
+            "fitnet, at, skd_pairwise, skd_holistic, cirkd_batch_p2p, dsd, ka_*) or remove data.unlabeled"
+        )
 
 
 def run_meta(cfg: ExperimentConfig, data: DataBundle) -> dict[str, Any]:

@@ -10,6 +10,12 @@ where ``up`` bilinearly upsamples (N, K, h, w) logits to the label size (H, W), 
 teacher only the task terms remain (plain supervised training), so a baseline, a teacher and every
 distilled student run through the same loop.
 
+Unlabelled images (``data.unlabeled``): a micro-batch may carry ``labeled`` (N,) bool. Student and teacher
+run on all N images; CE, aux CE and every term with ``uses_labels = True`` (IFVD, the CIRKD memory terms,
+KD with ``mask_ignore``) see the labelled images only; every label-free term (KD, DIST, CWD, FitNet, AT,
+pair-wise, holistic and its adversary, CIRKD mini-batch, DSD, KA) sees all N
+(:mod:`segkd.engine.routing`). Without ``labeled`` (or all true) the step is exactly the labelled one.
+
 The distiller is the algorithm: :meth:`Distiller.train_step` runs one whole training iteration (every
 micro-batch's forward and backward under AMP, each adversary's update on the detached outputs, gradient
 clipping, the student update and the LR schedules) with the optimizers it is given, keyed by role
@@ -33,8 +39,9 @@ from torch import Tensor, nn
 
 from segkd.distributed import all_reduce, is_dist_initialized
 from segkd.engine.optim import ADVERSARY, STUDENT, Optimizers
+from segkd.engine.routing import TermInputs, labelled_index, supervised_view
 from segkd.labels import IGNORE_INDEX
-from segkd.losses.base import DistillBatch, DistillLoss, DistillSpec
+from segkd.losses.base import DistillLoss, DistillSpec
 from segkd.models.outputs import SegOutput
 
 
@@ -87,7 +94,8 @@ class StepResult:
 class TrainableNet(nn.Module):
     """Student plus the loss terms (and their trainable modules): the part DDP wraps.
 
-    ``forward(images, labels, teacher_out)`` returns ``(student_out, {name: unweighted term})``.
+    ``forward(images, labels, teacher_out, labeled=None)`` returns ``(student_out, {name: unweighted
+    term})``; ``labeled`` (N,) bool routes the images per term (:mod:`segkd.engine.routing`).
     """
 
     def __init__(
@@ -106,16 +114,29 @@ class TrainableNet(nn.Module):
         self.ignore_index = ignore_index
 
     def forward(
-        self, images: Tensor, labels: Tensor, teacher_out: SegOutput | dict[str, SegOutput] | None
+        self,
+        images: Tensor,
+        labels: Tensor,
+        teacher_out: SegOutput | dict[str, SegOutput] | None,
+        labeled: Tensor | None = None,
     ) -> tuple[SegOutput, dict[str, Tensor]]:
         out = self.student(images)
-        terms = {"ce": upsampled_ce(out.logits, labels, self.ignore_index)}
-        if out.aux_logits is not None and self.aux_weight > 0:
-            terms["aux_ce"] = upsampled_ce(out.aux_logits, labels, self.ignore_index)
+        index = labelled_index(labeled)
+        logits, aux_logits, task_labels = supervised_view(out, labels, index, self.ignore_index)
+        terms = {"ce": upsampled_ce(logits, task_labels, self.ignore_index)}
+        if aux_logits is not None and self.aux_weight > 0:
+            terms["aux_ce"] = upsampled_ce(aux_logits, task_labels, self.ignore_index)
         if teacher_out is not None:
-            batch = DistillBatch(images=images, labels=labels)
+            per_teacher: dict[int, TermInputs] = {}  # two teachers when cached and live terms are mixed
             for name, loss in self.losses.items():
-                terms.update(named_values(name, loss(out, teacher_for(teacher_out, name), batch)))
+                teacher = teacher_for(teacher_out, name)
+                if id(teacher) not in per_teacher:
+                    per_teacher[id(teacher)] = TermInputs(
+                        out, teacher, images, labels, index, self.ignore_index
+                    )
+                args = per_teacher[id(teacher)].for_term(loss)
+                value = loss(*args) if args is not None else out.logits.new_zeros(())  # no labelled image
+                terms.update(named_values(name, value))
         return out, terms
 
 
@@ -232,11 +253,20 @@ class Distiller(nn.Module):
         live = self.teacher_forward(images)
         return {name: replayed if name in self.cache_terms else live for name in self.losses}
 
-    def compute(self, images: Tensor, labels: Tensor, cached: dict[str, Tensor] | None = None) -> StepResult:
+    def compute(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        labeled: Tensor | None = None,
+        cached: dict[str, Tensor] | None = None,
+    ) -> StepResult:
         """One forward: teacher once under no_grad (or its cached maps), student, every named term and the
-        weighted total."""
+        weighted total.
+
+        ``labeled`` (N,) bool: which images have labels (None: all); see the module docstring. ``cached``:
+        the batch's replayed teacher maps (:func:`cached_maps`) when the distiller reads a teacher cache."""
         teacher_out = self.teacher_targets(images, cached)
-        student_out, terms = self._runner(images, labels, teacher_out)
+        student_out, terms = self._runner(images, labels, teacher_out, labeled)
         total = sum(self.weight_of(name) * value for name, value in terms.items())
         return StepResult(total=total, terms=terms, student=student_out, teacher=teacher_out)
 
@@ -244,9 +274,11 @@ class Distiller(nn.Module):
         """The config weight of ``term``; a named value ``<term>.<key>`` carries its term's weight."""
         return self.weights[term] if term in self.weights else self.weights[term.split(".", 1)[0]]
 
-    def forward(self, images: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self, images: Tensor, labels: Tensor, labeled: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """``(total, {term name: unweighted value})``."""
-        result = self.compute(images, labels)
+        result = self.compute(images, labels, labeled)
         return result.total, result.terms
 
     # ------------------------------------------------------------------------------ the training step
@@ -272,11 +304,12 @@ class Distiller(nn.Module):
     ) -> dict[str, float]:
         """One training iteration; returns every term, averaged over micro-batches and ranks.
 
-        ``micro_batches``: ``[{"image": (N, 3, H, W), "label": (N, H, W)}, ...]`` on the device, one per
-        gradient-accumulation step (DDP synchronises on the last one only). Order, as in the reference
-        SKD/CIRKD code: student forward + backward of ``total / len(micro_batches)`` for each micro-batch;
-        then each adversary's update on the last micro-batch's detached outputs; then gradient clipping
-        and the student update; every role's LR schedule advances once.
+        ``micro_batches``: ``[{"image": (N, 3, H, W), "label": (N, H, W)}, ...]`` on the device (optionally
+        with ``"labeled"`` (N,) bool, see the module docstring), one per gradient-accumulation step (DDP
+        synchronises on the last one only). Order, as in the reference SKD/CIRKD code: student forward +
+        backward of ``total / len(micro_batches)`` for each micro-batch; then each adversary's update on
+        the last micro-batch's detached outputs; then gradient clipping and the student update; every
+        role's LR schedule advances once.
         """
         student = optimizers[STUDENT]
         student.optimizer.zero_grad(set_to_none=True)
@@ -285,7 +318,8 @@ class Distiller(nn.Module):
             last = index == len(micro_batches) - 1
             with self.no_sync() if not last else nullcontext():
                 with self._autocast():
-                    result = self.compute(batch["image"], batch["label"], cached_maps(batch))
+                    result = self.compute(batch["image"], batch["label"], batch.get("labeled"),
+                                          cached_maps(batch))
                 logged = self.check_finite({**result.terms, "total": result.total}, iteration)
                 self.scaler.scale(result.total / len(micro_batches)).backward()
             for key, value in logged.items():
@@ -305,13 +339,19 @@ class Distiller(nn.Module):
         """Each discriminator's update on the detached student outputs; gradients averaged over ranks
         here, since discriminators are outside the student's DDP (:meth:`wrap_ddp`)."""
         logged: dict[str, float] = {}
+        index = labelled_index(batch.get("labeled"))
         student = result.student.detached()
-        distill_batch = DistillBatch(images=batch["image"], labels=batch["label"])
         for name, loss in self.adversarial_losses().items():
+            teacher = teacher_for(result.teacher, name)
+            images, labels = batch["image"], batch["label"]
+            inputs = TermInputs(student, teacher, images, labels, index, self.net.ignore_index)
+            args = inputs.for_term(loss)  # skd_holistic is label-free: all images
+            if args is None:
+                continue
             role = optimizers[ADVERSARY + name]
             role.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
-                out = loss.adversary_step(student, teacher_for(result.teacher, name), distill_batch)
+                out = loss.adversary_step(*args)
             logged.update(self.check_finite({f"{name}/{k}": v for k, v in out.items()}, iteration))
             out["loss"].backward()
             if is_dist_initialized():

@@ -42,10 +42,10 @@ def evaluate(
         if model.num_classes != data.num_classes:
             raise ValueError(f"{checkpoint}: {model.num_classes} classes, the dataset has {data.num_classes}")
     else:
-        model = builder.build_student(cfg, data.num_classes)
+        model = builder.build_student(cfg.model, data.num_classes)
         load_student_weights(model, checkpoint, cfg.model.checkpoint_format)
     model.to(device).eval()
-    loader = builder.build_val_loader_for(data, cfg)
+    loader = builder.build_val_loader_for(data, cfg.data)
     metrics, samples = run_evaluation(
         model,
         loader,

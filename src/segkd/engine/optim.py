@@ -9,12 +9,14 @@ trainer only saves and restores it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from segkd.config_schema import AdversaryOptimConfig, ExperimentConfig, OptimConfig
+from segkd.engine.budget import Budget
 from segkd.engine.schedule import build_poly_scheduler
 
 STUDENT = "student"
@@ -72,9 +74,13 @@ def adversary_settings(defaults: dict[str, Any], overrides: AdversaryOptimConfig
 
 
 def build_adversary_optimizer(
-    params: list[torch.nn.Parameter], settings: dict[str, Any], iters: int
+    params: list[torch.nn.Parameter],
+    settings: dict[str, Any],
+    iters: int,
+    progress: Callable[[], float] | None = None,
 ) -> RoleOptimizer:
-    """Adam or SGD over a discriminator, with a poly schedule over ``iters`` when ``poly_power`` > 0."""
+    """Adam or SGD over a discriminator, with a poly schedule over ``iters`` (or over a time budget's
+    ``progress``) when ``poly_power`` > 0."""
     if settings["name"] == "adam":
         optimizer: torch.optim.Optimizer = torch.optim.Adam(
             params, lr=settings["lr"], betas=tuple(settings["betas"]), weight_decay=settings["weight_decay"]
@@ -88,18 +94,25 @@ def build_adversary_optimizer(
     power = float(settings.get("poly_power") or 0.0)
     if power <= 0:
         return RoleOptimizer(optimizer)
+    if progress is not None:
+        return RoleOptimizer(optimizer, build_poly_scheduler(optimizer, iters, power, progress=progress))
     return RoleOptimizer(optimizer, torch.optim.lr_scheduler.PolynomialLR(optimizer, iters, power))
 
 
-def build_optimizers(distiller: Any, cfg: ExperimentConfig) -> Optimizers:
-    """``{"student": ..., "adversary/<term>": ...}`` for a distiller built from ``cfg``."""
+def build_optimizers(distiller: Any, cfg: ExperimentConfig, budget: Budget | None = None) -> Optimizers:
+    """``{"student": ..., "adversary/<term>": ...}`` for a distiller built from ``cfg``.
+
+    Schedules run over ``train.iters``, or over ``budget`` when it is a time budget
+    (:mod:`segkd.engine.budget`)."""
     o = cfg.optim
+    iters = cfg.train.iters if budget is None or budget.unit != "iters" else int(budget.total)
+    progress = budget.progress if budget is not None and budget.unit != "iters" else None
     student = build_student_optimizer(distiller, o)
-    scheduler = build_poly_scheduler(student, cfg.train.iters, o.poly_power, o.warmup_iters, o.warmup_ratio)
+    scheduler = build_poly_scheduler(student, iters, o.poly_power, o.warmup_iters, o.warmup_ratio, progress)
     optimizers = {STUDENT: RoleOptimizer(student, scheduler)}
     for name, term in distiller.adversarial_losses().items():
         settings = adversary_settings(term.adversary_optim_defaults(), cfg.distill.adversary_optim)
         optimizers[ADVERSARY + name] = build_adversary_optimizer(
-            term.adversary_parameters(), settings, cfg.train.iters
+            term.adversary_parameters(), settings, iters, progress
         )
     return optimizers

@@ -39,6 +39,21 @@ def profile(model: nn.Module, cfg: ExperimentConfig) -> dict[str, Any]:
     }
 
 
+def environment() -> dict[str, Any]:
+    """What decides whether a rerun repeats this one bit for bit: library versions, threads, device."""
+    import platform
+
+    import torch
+
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
+
+
 def write_summary(
     cfg: ExperimentConfig,
     run_dir: Path,
@@ -48,10 +63,12 @@ def write_summary(
     iters: int,
     method: str | None = None,
     config_changes: list[dict[str, Any]] | None = None,
+    budget: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write and return ``{"name", "model", "method", "params", "macs", "latency_ms", "miou",
     "train_time_s", "iters"}``, plus ``config_changes`` (``[{"iteration", "changes"}]``) when the run was
-    resumed with changed settings."""
+    resumed with changed settings, ``budget`` (:class:`segkd.engine.budget.Budget` state) and ``env``
+    (library versions and CPU threads: what a bit-identical rerun needs to match)."""
     stats = profile(model, cfg)
     summary = {
         "name": cfg.name,
@@ -67,5 +84,8 @@ def write_summary(
     }
     if config_changes:
         summary["config_changes"] = config_changes
+    if budget is not None:
+        summary["budget"] = budget
+    summary["env"] = environment()
     RunDir(run_dir).summary.write_text(json.dumps(summary, indent=2))
     return summary

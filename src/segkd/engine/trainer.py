@@ -9,7 +9,6 @@ optimizers, schedulers, AMP scaler, iteration, RNG). SIGINT/SIGTERM stop cleanly
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from segkd.distributed import (
     sync_norm_buffers,
 )
 from segkd.engine import builder
+from segkd.engine.budget import Budget, measure_student_step
 from segkd.engine.checkpoint import (
     check_resume_config,
     load_resume_state,
@@ -53,7 +53,7 @@ def train(cfg: ExperimentConfig, data: builder.DataBundle | None = None) -> Path
     device = setup_distributed(cfg.train.device)
     run = RunDir(cfg.output_dir)
     run.check_can_start(cfg.train.resume)
-    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    seed_everything(cfg.train.seed, cfg.train.deterministic, cfg.train.threads)
     if cfg.train.stage == "ka_autoencoder":
         from segkd.engine.ka_stage import train_ka_autoencoder
 
@@ -86,7 +86,7 @@ class Trainer:
     ) -> None:
         self.cfg, self.device, self.run_dir = cfg, device, run_dir
         self.run = RunDir(run_dir)
-        seed_everything(cfg.train.seed, cfg.train.deterministic)  # the student's init depends on it
+        seed_everything(cfg.train.seed, cfg.train.deterministic, cfg.train.threads)  # the student's init
         if data is None:
             data = builder.build_data(cfg)
             # Every rank checks (a rank that raised alone would leave the others waiting): headers of every
@@ -94,7 +94,7 @@ class Trainer:
             preflight({"train": data.train_set, "val": data.val_set})
         self.data = data
         self.meta = builder.run_meta(cfg, self.data)
-        student = builder.build_student(cfg, self.data.num_classes)
+        student = builder.build_student(cfg.model, self.data.num_classes)
         teacher = builder.build_teacher(cfg, self.data.num_classes, self.data.class_names)
         if is_dist_initialized() and device.type == "cuda":
             # SyncBatchNorm needs CUDA tensors; with gloo on CPU plain BatchNorm stays (buffers from rank 0).
@@ -108,14 +108,32 @@ class Trainer:
         ).to(device)
         if is_dist_initialized():
             self.distiller.wrap_ddp([local_rank()] if device.type == "cuda" else None)
-        self.optimizers = build_optimizers(self.distiller, cfg)
-        self.iteration, self.best_miou, self.train_time = 0, -1.0, 0.0
-        self.val_loader = builder.build_val_loader_for(self.data, cfg)
         start = self._peek_resume_iteration()
+        self.budget = self._start_budget()
+        self.optimizers = build_optimizers(self.distiller, cfg, self.budget)
+        self.iteration, self.best_miou, self.train_time = 0, -1.0, 0.0
+        self.val_loader = builder.build_val_loader_for(self.data, cfg.data)
         # Build the batch stream before restoring RNG states: creating it may draw from the global RNG.
-        self.batches = builder.build_train_iterator(self.data, cfg, start)
+        self.batches = builder.build_train_iterator(self.data, cfg, start, self.budget.max_iterations())
         torch.manual_seed(cfg.train.seed + 1000003 * rank())  # per-rank dropout masks
         self._resume()
+
+    def _start_budget(self) -> Budget:
+        """The run's :class:`Budget` from ``train.budget`` / ``train.iters``: continued from the resumed
+        checkpoint, else (student-step budgets) with the plain student step measured now."""
+        t = self.cfg.train
+        budget = Budget("iters", t.iters) if t.budget <= 0 else Budget(t.budget_unit, t.budget)
+        budget.device = self.device
+        saved = self.resume_state.get("budget") if self.resume_state is not None else None
+        if saved is not None:
+            budget.load_state_dict(saved)
+        elif self.resume_state is not None:  # a checkpoint from before budgets: iterations only
+            budget.iterations = int(self.resume_state["iteration"])
+        elif budget.unit == "student_steps":
+            shape = (self.cfg.data.batch_size, 3, *self.cfg.data.crop_size)
+            one = measure_student_step(self.distiller.student, shape, self.data.num_classes, self.device)
+            budget.student_step_s = one * t.grad_accum
+        return budget
 
     # ------------------------------------------------------------------------------------ checkpoints
     def _peek_resume_iteration(self) -> int:
@@ -187,6 +205,7 @@ class Trainer:
             "rng_per_rank": _gather_objects(rng) if gather else [rng],
             "best_miou": self.best_miou,
             "train_time_s": self.train_time,
+            "budget": self.budget.state_dict(),
             "config": to_dict(self.cfg),
             "config_changes": self.change_log,
             "meta": self.meta,
@@ -206,7 +225,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- training
     def _next_batch(self) -> dict[str, torch.Tensor]:
-        batch = next(self.batches)  # image, label and any other tensors (a teacher cache's maps)
+        batch = next(self.batches)  # image, label, labeled (data.unlabeled), teacher.* (a teacher cache)
         return {
             k: v.to(self.device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)
         }
@@ -260,14 +279,15 @@ class Trainer:
     def _iteration(self, logger: RunLogger) -> None:
         """One training iteration, then the log, validation and checkpoint due after it."""
         cfg = self.cfg.train
-        tic = time.perf_counter()
+        self.budget.start_step()
         logged = self.train_step()
-        self.train_time += time.perf_counter() - tic
+        self.train_time += self.budget.end_step()
         logger.step({k: v for k, v in logged.items() if "/" not in k})
-        if self._due(cfg.log_interval) or self.iteration == cfg.iters:
+        last = self.budget.exhausted()
+        if self._due(cfg.log_interval) or last:
             lr = self.optimizers[STUDENT].scheduler.get_last_lr()[0]
-            logger.log(self.iteration, {"lr": lr, **logged})
-        validated = self._due(cfg.val_interval) or self.iteration == cfg.iters
+            logger.log(self.iteration, {"lr": lr, "budget_spent": self.budget.spent, **logged})
+        validated = self._due(cfg.val_interval) or last
         if validated:
             self._validate_keeping_weights(logger)
             self.distiller.train()
@@ -296,13 +316,16 @@ class Trainer:
         SIGINT/SIGTERM stop after the current iteration with a resumable ``latest.pt``
         (:mod:`segkd.engine.stop`).
         """
-        logger = RunLogger(self.run_dir, self.cfg.train.iters, self.iteration)
+        logger = RunLogger(self.run_dir, self.budget.max_iterations(), self.iteration)
         if self.config_changes:
             logger.event(self.iteration, "resume", {"changed": self.config_changes})
+        if self.budget.unit != "iters":
+            logger.message(f"segkd train: budget {self.budget.describe()}")
+            logger.event(self.iteration, "budget", self.budget.state_dict())
         self.distiller.train()
         try:
             with GracefulStop() as stop:
-                while self.iteration < self.cfg.train.iters:
+                while not self.budget.exhausted():
                     self._iteration(logger)
                     signum = stop.requested(self.device)
                     if signum:
@@ -322,6 +345,7 @@ class Trainer:
                 self.train_time,
                 self.iteration,
                 config_changes=self.change_log,
+                budget=self.budget.state_dict(),
             )
         barrier()
 

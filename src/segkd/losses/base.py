@@ -90,7 +90,15 @@ class DistillBatch:
 
 
 class DistillLoss(nn.Module):
-    """Base class of every distillation term (see the module docstring for the contract)."""
+    """Base class of every distillation term (see the module docstring for the contract).
+
+    ``uses_labels``: whether the term reads ``batch.labels``. With unlabelled images in the batch
+    (``data.unlabeled``) a term that does gets the labelled images only, one that does not gets them all
+    (:mod:`segkd.engine.routing`). Every registered term sets it; the default (True) is the safe one for
+    a term that does not say.
+    """
+
+    uses_labels: bool = True
 
     def forward(
         self, student: SegOutput, teacher: SegOutput, batch: DistillBatch

@@ -57,6 +57,8 @@ class CIRKDBatchP2P(DistillLoss):
     A teacher feat of another spatial size is bilinearly resized to the student's.
     """
 
+    uses_labels = False  # never reads batch.labels: trains on unlabelled images too
+
     def __init__(
         self,
         spec: DistillSpec,
@@ -268,6 +270,8 @@ def shared_memory(spec: DistillSpec, kind: str, options: dict) -> CIRKDMemory:
 
 class _CIRKDMemoryTerm(DistillLoss):
     """Common body of the two memory terms; ``kind`` is "pixel" or "region"."""
+
+    uses_labels = True  # anchors and enqueued pixels / regions are labelled pixels, by class
 
     kind = ""
     live_teacher_reason = ("its memory queues keep teacher embeddings across iterations; segkd feeds them "

@@ -30,6 +30,8 @@ class ChannelWiseDistillation(DistillLoss):
     ``ChannelWiseDivergence``, applied after its connector: sum / (N * C_t)).
     """
 
+    uses_labels = False  # never reads batch.labels: trains on unlabelled images too
+
     def __init__(self, spec: DistillSpec, target: CWDTarget = "logits", temperature: float = 4.0,
                  normalize_by: CWDNorm = "student") -> None:
         super().__init__()

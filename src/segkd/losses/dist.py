@@ -20,6 +20,8 @@ class DIST(DistillLoss):
     engine then also runs the frozen teacher's aux head (``needs_teacher_aux``).
     """
 
+    uses_labels = False  # never reads batch.labels: trains on unlabelled images too
+
     def __init__(self, spec: DistillSpec, beta: float = 1.0, gamma: float = 1.0, tau: float = 1.0,
                  aux_weight: float = 0.0) -> None:
         super().__init__()

@@ -35,6 +35,8 @@ class DoubleSimilarityDistillation(DistillLoss):
     logits. The frozen teacher's aux head is run for this term (``needs_teacher_aux``).
     """
 
+    uses_labels = False  # never reads batch.labels: trains on unlabelled images too
+
     needs_teacher_aux = True
 
     def __init__(self, spec: DistillSpec, psd_weight: float = 1000.0, csd_weight: float = 10.0,

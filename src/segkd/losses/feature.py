@@ -16,6 +16,8 @@ class FitNet(DistillLoss):
     ``adapter="auto"`` adds r only when channel counts differ; ``"always"`` always adds it.
     """
 
+    uses_labels = False  # never reads batch.labels: trains on unlabelled images too
+
     def __init__(self, spec: DistillSpec, adapter: str = "always") -> None:
         super().__init__()
         if adapter not in ("auto", "always"):
@@ -39,6 +41,8 @@ class AttentionTransfer(DistillLoss):
     e.g. -1 for the deepest), ``reduction`` (``"mean_squared"`` as the AT code, or ``"paper"``).
     Channel counts may differ; no parameters.
     """
+
+    uses_labels = False  # never reads batch.labels: trains on unlabelled images too
 
     def __init__(self, spec: DistillSpec, p: float = 2.0, stage: int | None = None,
                  reduction: ATReduction = "mean_squared") -> None:

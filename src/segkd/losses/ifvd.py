@@ -17,6 +17,8 @@ class IFVD(DistillLoss):
     weight is 20 (200 in the official IFVD code). No trainable parameters.
     """
 
+    uses_labels = True  # the per-class prototypes are means over labelled pixels
+
     def __init__(self, spec: DistillSpec, reduction: IFVReduction = "all") -> None:
         super().__init__()
         if reduction not in ("all", "valid"):

@@ -236,6 +236,7 @@ def single_conv_adapter(in_channels: int, out_channels: int) -> nn.Conv2d:
 class _KATerm(DistillLoss):
     """Uses the shared frozen encoder (``autoencoder`` option) and owns one adapter."""
 
+    uses_labels = False  # never reads batch.labels: trains on unlabelled images too
     live_teacher_reason = "Knowledge Adaptation encodes the live teacher's features (not cached)"
 
     def __init__(self, spec: DistillSpec, autoencoder: str | None = None, single_conv: bool = False) -> None:

@@ -19,6 +19,8 @@ class PixelKD(DistillLoss):
     nearest-downsampled label is ``spec.ignore_index``.
     """
 
+    uses_labels = False  # True with mask_ignore (set in __init__)
+
     def __init__(self, spec: DistillSpec, temperature: float = 1.0, reduction: KDReduction = "mean",
                  mask_ignore: bool = False) -> None:
         super().__init__()
@@ -29,6 +31,7 @@ class PixelKD(DistillLoss):
         self.temperature = float(temperature)
         self.reduction = reduction
         self.mask_ignore = mask_ignore
+        self.uses_labels = bool(mask_ignore)  # the mask is read from batch.labels
 
     def teacher_reads(self) -> frozenset[str]:
         return frozenset({"logits"})

@@ -55,6 +55,8 @@ class SKDPairwise(DistillLoss):
     trained normally. Official SKD's detached norm assumes ImageNet-initialised students.
     """
 
+    uses_labels = False  # never reads batch.labels: trains on unlabelled images too
+
     def __init__(self, spec: DistillSpec, pool: PairPool = "cirkd", scale: float = 0.5,
                  detach_norm: bool | None = None, normalize_first: bool = False, block_size: int = 256,
                  method: AffinityMethod = "auto") -> None:
@@ -110,6 +112,8 @@ class SKDHolistic(DistillLoss):
     teacher batches separately): D step in CIRKD's order D(s), D(t) (hinge) or SKD's D(t), D(s), GP
     (wgan-gp). ``gp_eps`` (default 0, the reference) adds eps under the penalty's square root.
     """
+
+    uses_labels = False  # never reads batch.labels: trains on unlabelled images too
 
     def __init__(self, spec: DistillSpec, adv_loss: AdvLoss = "hinge", d_weight: float = 0.1,
                  gp_weight: float = 10.0, condition_on_image: bool = False, conv_dim: int = 64,

@@ -37,3 +37,13 @@ class SegOutput:
             aux_logits=None if self.aux_logits is None else self.aux_logits.detach(),
             stages=[s.detach() for s in self.stages],
         )
+
+    def select(self, index: Tensor) -> SegOutput:
+        """The outputs of the images at ``index`` (a (M,) long tensor of batch positions), every field
+        indexed along the batch dimension (autograd flows through the indexing)."""
+        return SegOutput(
+            logits=self.logits[index],
+            feat=None if self.feat is None else self.feat[index],  # None: a teacher cache without feat
+            aux_logits=None if self.aux_logits is None else self.aux_logits[index],
+            stages=[s[index] for s in self.stages],
+        )

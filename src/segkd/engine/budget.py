@@ -1,0 +1,179 @@
+"""How long a run trains: a number of iterations, wall-clock seconds, or student-step equivalents.
+
+Equal iterations are not equal cost: a distilled step also runs the teacher (and its terms), so an
+iteration-matched comparison gives the distilled student more compute than the baseline (Ali, Laube et
+al. 2026, "The Surprising Effectiveness of Canonical Knowledge Distillation for Semantic Segmentation",
+arXiv 2604.25530). A :class:`Budget` measures what a run has spent:
+
+- ``iters``: iterations (``train.iters``, the default);
+- ``seconds``: wall-clock seconds of training steps (validation and checkpoints are not charged);
+- ``student_steps``: those seconds divided by the measured cost of one *plain student step* (forward,
+  cross-entropy, backward and optimizer update of the same student on a batch of the same shape, timed at
+  the start of the run on a copy of the student), so that a budget means the same on every machine:
+  ``train.budget=2000 train.budget_unit=student_steps`` gives a distilled run the wall-clock time in which
+  the baseline does 2000 iterations, on a laptop as on a GPU node.
+
+The learning-rate schedule runs over the budget (``progress`` in [0, 1], see
+:mod:`segkd.engine.schedule`). ``spent`` and the measured student-step cost go into every checkpoint, so
+a resumed run continues the same budget. Under ``torch.distributed`` every rank charges the slowest
+rank's step time, so all ranks stop after the same iteration.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from segkd.distributed import all_reduce, is_dist_initialized
+
+UNITS = ("iters", "seconds", "student_steps")
+
+
+@dataclass
+class Budget:
+    """What a run may spend and has spent.
+
+    Attributes:
+        unit: ``iters``, ``seconds`` or ``student_steps``.
+        total: the budget in ``unit``.
+        spent_s: seconds of training steps charged so far (all units record it).
+        iterations: iterations charged so far.
+        student_step_s: measured seconds of one plain student step (``student_steps`` only).
+    """
+
+    unit: str
+    total: float
+    spent_s: float = 0.0
+    iterations: int = 0
+    student_step_s: float | None = None
+    device: torch.device | None = None  # of the ranks' collective (NCCL needs CUDA tensors); not saved
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            units = ", ".join(UNITS)
+            raise ValueError(f"config key 'train.budget_unit': {self.unit!r} is not one of {units}")
+        if self.total <= 0:
+            raise ValueError(f"config key 'train.budget': must be positive, got {self.total}")
+        self._step_started: float | None = None
+
+    @property
+    def spent(self) -> float:
+        """Spent budget in ``unit``; during a step, includes the step's elapsed time so far."""
+        if self.unit == "iters":
+            return float(self.iterations)
+        seconds = self.spent_s
+        if self._step_started is not None:
+            seconds += time.perf_counter() - self._step_started
+        if self.unit == "seconds":
+            return seconds
+        if not self.student_step_s:
+            raise RuntimeError("budget in student_steps used before the student step was measured")
+        return seconds / self.student_step_s
+
+    def progress(self) -> float:
+        """Fraction of the budget spent, clamped to [0, 1] (what the LR schedule reads)."""
+        return min(max(self.spent / self.total, 0.0), 1.0)
+
+    def exhausted(self) -> bool:
+        return self.spent >= self.total
+
+    def start_step(self) -> None:
+        """Start the clock of one training step (its time counts in :meth:`progress` while it runs)."""
+        self._step_started = time.perf_counter()
+
+    def end_step(self) -> float:
+        """Stop the clock and charge the step: the slowest rank's seconds under torch.distributed.
+
+        Returns the charged seconds."""
+        seconds = time.perf_counter() - (self._step_started or time.perf_counter())
+        self._step_started = None
+        if is_dist_initialized():
+            value = torch.tensor([seconds], dtype=torch.float64, device=self.device)
+            all_reduce(value, "max")
+            seconds = float(value.item())
+        self.spent_s += seconds
+        self.iterations += 1
+        return seconds
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "unit": self.unit,
+            "total": self.total,
+            "spent_s": self.spent_s,
+            "iterations": self.iterations,
+            "student_step_s": self.student_step_s,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue a saved budget (same unit; the total may be the config's new one)."""
+        if state["unit"] != self.unit:
+            raise ValueError(
+                f"cannot resume: the checkpoint's budget is in {state['unit']}, the config's in {self.unit}"
+            )
+        self.spent_s = float(state["spent_s"])
+        self.iterations = int(state["iterations"])
+        self.student_step_s = state.get("student_step_s")
+
+    def max_iterations(self) -> int | None:
+        """The iteration count of an ``iters`` budget; None (unknown in advance) for a time budget."""
+        return int(self.total) if self.unit == "iters" else None
+
+    def describe(self) -> str:
+        """E.g. ``1500 iters`` or ``120 student_steps (0.051 s each)``."""
+        text = f"{self.total:g} {self.unit}"
+        if self.unit == "student_steps" and self.student_step_s:
+            text += f" ({self.student_step_s:.4g} s each)"
+        return text
+
+
+def measure_student_step(
+    student: nn.Module,
+    batch_shape: tuple[int, int, int, int],
+    num_classes: int,
+    device: torch.device,
+    repeats: int = 5,
+) -> float:
+    """Median seconds of one plain training step of a copy of ``student`` on a random batch.
+
+    The step is what a baseline iteration costs: forward, cross-entropy on the logits upsampled to the
+    label size, backward, SGD update. A copy is timed (the run's weights, BN statistics and RNG are left
+    untouched: inputs come from a private generator); one warm-up step, then the median of ``repeats``.
+    Under torch.distributed the ranks' medians are averaged, so every rank uses the same value.
+    """
+    import torch.nn.functional as F
+
+    model = copy.deepcopy(student).to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=1e-6)
+    generator = torch.Generator().manual_seed(0)
+    n, c, h, w = batch_shape
+    images = torch.randn((n, c, h, w), generator=generator).to(device)
+    labels = torch.randint(0, num_classes, (n, h, w), generator=generator).to(device)
+
+    def step() -> float:
+        tic = time.perf_counter()
+        out = model(images)
+        logits = F.interpolate(out.logits, size=(h, w), mode="bilinear", align_corners=False)
+        loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - tic
+
+    # The copy's dropout draws from the global RNG: fork it so the run's stream is unchanged.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        step()
+        seconds = statistics.median(step() for _ in range(repeats))
+    if is_dist_initialized():
+        value = torch.tensor([seconds], dtype=torch.float64, device=device)
+        all_reduce(value, "mean")
+        seconds = float(value.item())
+    return seconds

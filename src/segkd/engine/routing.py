@@ -1,0 +1,79 @@
+"""Which images each loss term sees when a batch mixes labelled and unlabelled images (``data.unlabeled``).
+
+A micro-batch may carry ``labeled`` (N,) bool (:mod:`segkd.data.mixed`). The student and the teacher run
+on all N images; then
+
+- the task terms (CE, aux CE) use the labelled images only: ``CE(up(s.logits[L]), y[L])`` with
+  ``L = nonzero(labeled)``, 0 with a zero gradient when ``L`` is empty;
+- a term with ``uses_labels = True`` (:class:`~segkd.losses.base.DistillLoss`) gets the student and
+  teacher outputs and the :class:`DistillBatch` of the labelled images only (its own shared state, e.g.
+  CIRKD's memory queues, is fed from them alone); with no labelled image it is skipped (value 0);
+- a term with ``uses_labels = False`` (KD, DIST, CWD, FitNet, AT, pair-wise, holistic, CIRKD mini-batch,
+  DSD, KA) gets all N images; its batch's labels are ``ignore_index`` on the unlabelled images.
+
+Without ``labeled``, or with every image labelled, every term gets the whole batch, exactly as before.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from segkd.losses.base import DistillBatch, DistillLoss
+from segkd.models.outputs import SegOutput
+
+
+def labelled_index(labeled: Tensor | None) -> Tensor | None:
+    """Batch positions (M,) of the labelled images; None when every image is labelled (or no flags)."""
+    if labeled is None or bool(labeled.all()):
+        return None
+    return labeled.nonzero().squeeze(1)
+
+
+def supervised_view(
+    out: SegOutput, labels: Tensor, index: Tensor | None, ignore_index: int
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """(logits, aux logits, labels) the task CE terms see: the labelled images' (all when ``index`` is None);
+    with no labelled image, the whole batch with every label ``ignore_index`` (CE 0, zero gradient)."""
+    if index is None:
+        return out.logits, out.aux_logits, labels
+    if index.numel() == 0:
+        return out.logits, out.aux_logits, labels.new_full(labels.shape, ignore_index)
+    aux = None if out.aux_logits is None else out.aux_logits[index]
+    return out.logits[index], aux, labels[index]
+
+
+class TermInputs:
+    """The (student, teacher, batch) each term is called with in one forward (see the module docstring).
+
+    Built once per forward, so the terms of each kind share one :class:`DistillBatch` (and its ``memo``).
+    """
+
+    def __init__(
+        self,
+        student: SegOutput,
+        teacher: SegOutput,
+        images: Tensor,
+        labels: Tensor,
+        index: Tensor | None,
+        ignore_index: int,
+    ) -> None:
+        self.index = index
+        if index is not None:  # the unlabelled images' labels never reach a term, whatever they held
+            unlabelled = labels.new_ones(labels.shape[0], dtype=bool)
+            unlabelled[index] = False
+            labels = labels.masked_fill(unlabelled[:, None, None], ignore_index)
+        self.student, self.teacher, self.images, self.labels = student, teacher, images, labels
+        self.all = DistillBatch(images=images, labels=labels)
+        self._labelled: tuple[SegOutput, SegOutput, DistillBatch] | None = None
+
+    def for_term(self, loss: DistillLoss) -> tuple[SegOutput, SegOutput, DistillBatch] | None:
+        """The arguments of ``loss``; None when it reads labels and no image is labelled (skip it)."""
+        if self.index is None or not getattr(loss, "uses_labels", True):
+            return self.student, self.teacher, self.all
+        if self.index.numel() == 0:
+            return None
+        if self._labelled is None:
+            i = self.index
+            batch = DistillBatch(images=self.images[i], labels=self.labels[i])
+            self._labelled = (self.student.select(i), self.teacher.select(i), batch)
+        return self._labelled
