@@ -16,7 +16,8 @@ from segkd.registry import RegistryError
 
 # Order shown in ``segkd --help``.
 COMMAND_MODULES = (
-    "demo", "train", "compare", "eval", "profile", "data", "export", "predict", "bench", "report"
+    "demo", "train", "compare", "cache_teacher", "eval", "profile", "data", "export", "predict", "bench",
+    "report",
 )
 
 

@@ -167,6 +167,11 @@ class TeacherConfig(ModelConfig):
     class_names: list[str] | None = None  # the teacher's classes when its weights do not say
     input_mean: list[float] | None = None  # the teacher's own input normalisation; None: the source's
     input_std: list[float] | None = None
+    # Teacher cache (segkd.cache, ``segkd cache-teacher``): the folder of the teacher's stored outputs, which
+    # terms that can (``teacher_reads``) read, replayed through each crop's augmentation, instead of running
+    # the teacher. ``cache_mixed``: terms that need the live teacher run it (else the cache refuses them).
+    cache: str | None = None
+    cache_mixed: bool = False
 
 
 @dataclass

@@ -59,7 +59,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     infer.add_argument("--rounds", type=int, default=5, help="interleaved rounds when timing .onnx files")
     infer.set_defaults(func=run_infer)
 
-    for p in (distill, loss, infer):
+    cache = sub.add_parser("cache", help="teacher cache: replayed vs live targets, FKD, sizes, step cost")
+    cache.add_argument("config", help="experiment YAML (teacher, data, augmentation)")
+    cache.add_argument("overrides", nargs="*", metavar="key=value")
+    cache.add_argument("--what", nargs="+", choices=("targets", "sizes", "step"),
+                       default=["targets", "sizes"],
+                       help="targets: KL of replayed / FKD targets to the live teacher's on augmented val "
+                            "crops; sizes: Cityscapes-shaped entry files; step: training step plain / "
+                            "cached / live")
+    cache.add_argument("--images", type=int, default=8, help="validation images (targets)")
+    cache.add_argument("--crops", type=int, default=8, help="augmented crops per image (targets)")
+    cache.add_argument("--fkd-crops", type=int, default=4,
+                       help="crops stored per image by the FKD alternative")
+    cache.add_argument("--epochs", type=int, default=100, help="epochs for the augmentation-diversity count")
+    cache.add_argument("--rounds", type=int, default=5, help="round-robin rounds (step)")
+    cache.set_defaults(func=run_cache)
+
+    for p in (distill, loss, infer, cache):
         p.add_argument("--out", "--json", dest="json", default=None,
                        help="write results here (default: bench_<what>_<subject>.json, numbered when taken)")
         p.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -120,3 +136,53 @@ def run_distill(args: argparse.Namespace) -> int:
     result = bench_distill(cfg, args.methods, args.iters, args.warmup, options=args.options)
     subject = [Path(args.config).stem if args.config else "default", args.options, *(args.methods or ["all"])]
     return _write(args, result, distill_table(result), subject)
+
+
+def run_cache(args: argparse.Namespace) -> int:
+    from segkd.bench.table import markdown_table
+    from segkd.cache.measure import bench_cache_step, bench_cache_targets, cityscapes_sizes
+    from segkd.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    result: dict = {}
+    tables = []
+    if "targets" in args.what:
+        res = bench_cache_targets(cfg, args.images, args.crops, args.fkd_crops, args.epochs)
+        result["targets"] = res
+        head = (f"teacher {res['teacher']} ({res['checkpoint']}), {res['images']} val images x "
+                f"{res['crops_per_image']} crops {res['crop_size']}, scale {res['scale_range']}, flip "
+                f"{res['flip']}; live targets' mean entropy {res['live_entropy']:.3f} nats; diversity over "
+                f"{res['epochs']} epochs\n\n")
+        tables.append(head + markdown_table(
+            ["target", "KL T=1", "KL T=1 p90", "KL T=4", "argmax agree", "stored KL T=1", "bytes/img",
+             "distinct geometries", "coverage", "label acc"],
+            [[r["target"], _sci(r["kl_t1"]), _sci(r["kl_t1_p90"]), _sci(r["kl_t4"]), r["argmax_agree"],
+              _sci(r["stored_kl_t1"]),
+              r["bytes_per_image"], r["distinct_geometries"], r["coverage"], r["label_acc"]]
+             for r in res["rows"]]))
+    if "sizes" in args.what:
+        res = cityscapes_sizes(fkd_crops=args.fkd_crops)
+        result["sizes"] = res
+        tables.append(f"{res['images']} images, {res['classes']} classes, {res['image']}, maps at 1/"
+                      f"{res['stride']}\n\n" + markdown_table(
+                          ["layout", "map", "bytes/image", "split GiB"],
+                          [[r["layout"], r["map"], r["bytes_per_image"], r["split_gib"]]
+                           for r in res["rows"]]))
+    if "step" in args.what:
+        res = bench_cache_step(cfg, args.rounds)
+        result["step"] = res
+        tables.append(f"student {res['student']}, teacher {res['teacher']}, batch {res['batch']} x "
+                      f"{res['crop_size']}, {res['device']}, {res['threads']} threads, "
+                      f"{res['rounds']} rounds\n\n"
+                      + markdown_table(["step", "median s", "min s", "max s", "ratio median", "ratio min",
+                                        "ratio max"],
+                                       [[r["step"], r["median_s"], r["min_s"], r["max_s"], r["ratio_median"],
+                                         r["ratio_min"], r["ratio_max"]] for r in res["rows"]])
+                      + "\n\nloader ms per sample (read + decode + replay): "
+                      + ", ".join(f"{k}: {v:.2f}" for k, v in res["loader_ms_per_sample"].items()))
+    subject = [Path(args.config).stem, *args.what]
+    return _write(args, result, "\n\n".join(tables), subject)
+
+
+def _sci(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2e}"

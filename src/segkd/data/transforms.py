@@ -14,6 +14,7 @@ Geometric ops use ``torch.nn.functional`` and photometric ones torchvision's ten
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -66,6 +67,12 @@ def random_scale(
     return resize_pair(image, label, size) if size != (h, w) else (image, label)
 
 
+def _window(label: torch.Tensor, size: Sequence[int]) -> tuple[int, int]:
+    """The random (top, left) corner of a ``size`` window in ``label`` (as :func:`random_crop` draws it)."""
+    h, w = label.shape
+    return int(torch.randint(0, h - size[0] + 1, ())), int(torch.randint(0, w - size[1] + 1, ()))
+
+
 def pad_to(
     image: torch.Tensor, label: torch.Tensor, size: Sequence[int], ignore_index: int = IGNORE_INDEX
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,9 +90,7 @@ def random_crop(
     image: torch.Tensor, label: torch.Tensor, size: Sequence[int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Crop the same random ``size`` (H, W) window from image and label (both at least that large)."""
-    h, w = label.shape
-    top = int(torch.randint(0, h - size[0] + 1, ()))
-    left = int(torch.randint(0, w - size[1] + 1, ()))
+    top, left = _window(label, size)
     window = (slice(top, top + size[0]), slice(left, left + size[1]))
     return image[:, window[0], window[1]], label[window]
 
@@ -97,6 +102,19 @@ def random_hflip(
     if float(torch.rand(())) < p:
         return image.flip(-1), label.flip(-1)
     return image, label
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """The geometry one :meth:`TrainTransform.sample` call drew: the source image's (H, W), its size
+    after random scaling (H', W'), the crop's (top, left) corner in the scaled (and padded) image, the
+    crop's (h, w) and whether the crop was flipped left-right."""
+
+    source_size: tuple[int, int]
+    scaled_size: tuple[int, int]
+    corner: tuple[int, int]
+    crop_size: tuple[int, int]
+    flipped: bool
 
 
 class TrainTransform:
@@ -124,16 +142,32 @@ class TrainTransform:
         self.mean, self.std = tuple(mean), tuple(std)
 
     def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        img, lbl, _ = self.sample(image, label)
+        return img, lbl
+
+    def sample(
+        self, image: np.ndarray, label: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor, AugmentParams]:
+        """The augmented pair (the same tensors as ``__call__``, from the same draws of torch's generator)
+        and the geometric parameters it sampled, which :mod:`segkd.cache.replay` applies to a teacher's
+        cached maps."""
         img, lbl = to_tensors(image, label)
+        source = tuple(lbl.shape)
         if self.jitter > 0:
             img = color_jitter(img, self.jitter)
         img, lbl = random_scale(img, lbl, self.scale_range)
+        scaled = tuple(lbl.shape)
         img = normalize(img, self.mean, self.std)
         img, lbl = pad_to(img, lbl, self.crop_size, self.ignore_index)
-        img, lbl = random_crop(img, lbl, self.crop_size)
+        top, left = _window(lbl, self.crop_size)
+        img = img[:, top : top + self.crop_size[0], left : left + self.crop_size[1]]
+        lbl = lbl[top : top + self.crop_size[0], left : left + self.crop_size[1]]
+        flipped = False
         if self.flip:
-            img, lbl = random_hflip(img, lbl)
-        return img.contiguous(), lbl.contiguous()
+            flipped = float(torch.rand(())) < 0.5
+            img, lbl = (img.flip(-1), lbl.flip(-1)) if flipped else (img, lbl)
+        params = AugmentParams(source, scaled, (top, left), self.crop_size, flipped)  # type: ignore[arg-type]
+        return img.contiguous(), lbl.contiguous(), params
 
 
 class EvalTransform:

@@ -80,13 +80,20 @@ def build_train_iterator(
     iters = cfg.train.iters if iters == -1 else iters
     total = None if iters is None else iters * per_iter * cfg.data.batch_size
     start = start_iter * per_iter
-    unlabeled = _unlabeled_set(data, cfg)
+    train_set, unlabeled = data.train_set, _unlabeled_set(data, cfg)
+    if cfg.distill.teacher is not None and cfg.distill.teacher.cache:
+        from segkd.cache.attach import cached_train_set
+
+        # Samples carry the teacher's maps from the cache, replayed through their augmentation.
+        train_set = cached_train_set(train_set, cfg)
+        if unlabeled is not None:
+            unlabeled = cached_train_set(unlabeled, cfg, pool="unlabeled")
     if unlabeled is not None and unlabeled_count(cfg.data.unlabeled.ratio, cfg.data.batch_size) > 0:
         # Batches mixed with data.unlabeled images, flagged by batch["labeled"] (segkd.data.mixed).
-        loader = build_mixed_train_loader(data.train_set, unlabeled, cfg.data, cfg.train.seed, total, start)
+        loader = build_mixed_train_loader(train_set, unlabeled, cfg.data, cfg.train.seed, total, start)
     else:
         loader = build_train_loader(
-            data.train_set, cfg.data, seed=cfg.train.seed, total_samples=total, start_batch=start
+            train_set, cfg.data, seed=cfg.train.seed, total_samples=total, start_batch=start
         )
     return iter(loader)
 
@@ -167,9 +174,14 @@ def build_distiller(
         shared = spec.shared.modules
     _check_unlabeled_terms(cfg, losses)
     settings = StepSettings(cfg.train.amp, cfg.train.grad_clip, device_type)
-    return Distiller(
+    distiller = Distiller(
         student, teacher, losses, weights, cfg.distill.aux_weight, ignore_index, settings, shared
     )
+    if teacher is not None and cfg.distill.teacher is not None and cfg.distill.teacher.cache:
+        from segkd.cache.attach import attach_to_distiller
+
+        attach_to_distiller(distiller, cfg, teacher)  # checks the cache; terms read it instead of the teacher
+    return distiller
 
 
 def _check_unlabeled_terms(cfg: ExperimentConfig, losses: dict[str, Any]) -> None:

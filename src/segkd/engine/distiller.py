@@ -88,7 +88,7 @@ class StepResult:
     total: Tensor
     terms: dict[str, Tensor]
     student: SegOutput
-    teacher: SegOutput | None
+    teacher: SegOutput | dict[str, SegOutput] | None  # per term when cached and live targets are mixed
 
 
 class TrainableNet(nn.Module):
@@ -114,7 +114,11 @@ class TrainableNet(nn.Module):
         self.ignore_index = ignore_index
 
     def forward(
-        self, images: Tensor, labels: Tensor, teacher_out: SegOutput | None, labeled: Tensor | None = None
+        self,
+        images: Tensor,
+        labels: Tensor,
+        teacher_out: SegOutput | dict[str, SegOutput] | None,
+        labeled: Tensor | None = None,
     ) -> tuple[SegOutput, dict[str, Tensor]]:
         out = self.student(images)
         index = labelled_index(labeled)
@@ -123,9 +127,14 @@ class TrainableNet(nn.Module):
         if aux_logits is not None and self.aux_weight > 0:
             terms["aux_ce"] = upsampled_ce(aux_logits, task_labels, self.ignore_index)
         if teacher_out is not None:
-            inputs = TermInputs(out, teacher_out, images, labels, index, self.ignore_index)
+            per_teacher: dict[int, TermInputs] = {}  # two teachers when cached and live terms are mixed
             for name, loss in self.losses.items():
-                args = inputs.for_term(loss)
+                teacher = teacher_for(teacher_out, name)
+                if id(teacher) not in per_teacher:
+                    per_teacher[id(teacher)] = TermInputs(
+                        out, teacher, images, labels, index, self.ignore_index
+                    )
+                args = per_teacher[id(teacher)].for_term(loss)
                 value = loss(*args) if args is not None else out.logits.new_zeros(())  # no labelled image
                 terms.update(named_values(name, value))
         return out, terms
@@ -167,6 +176,7 @@ class Distiller(nn.Module):
             teacher.eval()
         self.weights = {"ce": 1.0, "aux_ce": aux_weight, **weights}
         self._runner: nn.Module = self.net  # DDP(self.net) once wrapped; not registered (keeps state keys)
+        self.cache_terms: frozenset[str] = frozenset()  # terms reading a teacher cache (segkd.cache.attach)
 
     @property
     def student(self) -> nn.Module:
@@ -226,11 +236,36 @@ class Distiller(nn.Module):
             out = replace(out, aux_logits=aux_head(out.stages[self.teacher.aux_index])[0])
         return out
 
-    def compute(self, images: Tensor, labels: Tensor, labeled: Tensor | None = None) -> StepResult:
-        """One forward: teacher once under no_grad, student, every named term and the weighted total.
+    def teacher_targets(
+        self, images: Tensor, cached: dict[str, Tensor] | None = None
+    ) -> SegOutput | dict[str, SegOutput] | None:
+        """What the terms read as the teacher: the live teacher's outputs, or with a teacher cache
+        (``cache_terms``) the batch's replayed ``cached`` maps; ``{term: outputs}`` when some terms read
+        the cache and others the live teacher (run only then)."""
+        if not self.cache_terms:
+            return self.teacher_forward(images)
+        if cached is None:
+            raise ValueError("the distiller reads a teacher cache but the batch carries no cached maps")
+        replayed = SegOutput(logits=cached.get("logits"), feat=cached.get("feat"),  # type: ignore[arg-type]
+                             aux_logits=cached.get("aux_logits"))
+        if len(self.cache_terms) == len(self.losses):
+            return replayed
+        live = self.teacher_forward(images)
+        return {name: replayed if name in self.cache_terms else live for name in self.losses}
 
-        ``labeled`` (N,) bool: which images have labels (None: all); see the module docstring."""
-        teacher_out = self.teacher_forward(images)
+    def compute(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        labeled: Tensor | None = None,
+        cached: dict[str, Tensor] | None = None,
+    ) -> StepResult:
+        """One forward: teacher once under no_grad (or its cached maps), student, every named term and the
+        weighted total.
+
+        ``labeled`` (N,) bool: which images have labels (None: all); see the module docstring. ``cached``:
+        the batch's replayed teacher maps (:func:`cached_maps`) when the distiller reads a teacher cache."""
+        teacher_out = self.teacher_targets(images, cached)
         student_out, terms = self._runner(images, labels, teacher_out, labeled)
         total = sum(self.weight_of(name) * value for name, value in terms.items())
         return StepResult(total=total, terms=terms, student=student_out, teacher=teacher_out)
@@ -283,7 +318,8 @@ class Distiller(nn.Module):
             last = index == len(micro_batches) - 1
             with self.no_sync() if not last else nullcontext():
                 with self._autocast():
-                    result = self.compute(batch["image"], batch["label"], batch.get("labeled"))
+                    result = self.compute(batch["image"], batch["label"], batch.get("labeled"),
+                                          cached_maps(batch))
                 logged = self.check_finite({**result.terms, "total": result.total}, iteration)
                 self.scaler.scale(result.total / len(micro_batches)).backward()
             for key, value in logged.items():
@@ -304,9 +340,11 @@ class Distiller(nn.Module):
         here, since discriminators are outside the student's DDP (:meth:`wrap_ddp`)."""
         logged: dict[str, float] = {}
         index = labelled_index(batch.get("labeled"))
-        inputs = TermInputs(result.student.detached(), result.teacher, batch["image"], batch["label"], index,
-                            self.net.ignore_index)
+        student = result.student.detached()
         for name, loss in self.adversarial_losses().items():
+            teacher = teacher_for(result.teacher, name)
+            images, labels = batch["image"], batch["label"]
+            inputs = TermInputs(student, teacher, images, labels, index, self.net.ignore_index)
             args = inputs.for_term(loss)  # skd_holistic is label-free: all images
             if args is None:
                 continue
@@ -333,6 +371,17 @@ class Distiller(nn.Module):
     def adversarial_losses(self) -> dict[str, DistillLoss]:
         """Terms that own an adversary (a discriminator with its own optimizer)."""
         return {n: loss for n, loss in self.losses.items() if loss.adversary_parameters()}
+
+
+def teacher_for(teacher_out: SegOutput | dict[str, SegOutput] | None, term: str) -> SegOutput | None:
+    """The teacher outputs term ``term`` reads (``teacher_out`` is per term in a mixed cached/live run)."""
+    return teacher_out[term] if isinstance(teacher_out, dict) else teacher_out
+
+
+def cached_maps(batch: dict[str, Tensor]) -> dict[str, Tensor] | None:
+    """The replayed teacher maps a batch carries (``"teacher.<key>"`` entries, :mod:`segkd.cache`)."""
+    maps = {key[len("teacher."):]: value for key, value in batch.items() if key.startswith("teacher.")}
+    return maps or None
 
 
 def named_values(name: str, value: Tensor | dict[str, Tensor]) -> dict[str, Tensor]:

@@ -231,9 +231,10 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- training
     def _next_batch(self) -> dict[str, torch.Tensor]:
-        batch = next(self.batches)
-        keys = ("image", "label", "labeled")  # labeled: (N,) bool when data.unlabeled mixes images in
-        return {k: batch[k].to(self.device, non_blocking=True) for k in keys if k in batch}
+        batch = next(self.batches)  # image, label, labeled (data.unlabeled), teacher.* (a teacher cache)
+        return {
+            k: v.to(self.device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)
+        }
 
     def train_step(self) -> dict[str, float]:
         """One iteration, run by the distiller (:meth:`Distiller.train_step`); returns the logged terms."""

@@ -133,5 +133,14 @@ class DistillLoss(nn.Module):
         """
         return {}
 
+    def teacher_reads(self) -> frozenset[str] | None:
+        """The teacher outputs this term reads (:class:`SegOutput` field names among ``logits``, ``feat``,
+        ``aux_logits``), which a teacher cache (:mod:`segkd.cache`) stores and replays through the
+        augmentation; ``None`` (the default): the term needs the live teacher, with the reason in
+        :attr:`live_teacher_reason`."""
+        return None
+
+    live_teacher_reason: str = "it reads teacher outputs a teacher cache does not hold"
+
 
 LOSSES: Registry[DistillLoss] = Registry("loss")

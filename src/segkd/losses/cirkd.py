@@ -73,6 +73,9 @@ class CIRKDBatchP2P(DistillLoss):
             raise ValueError(f"cirkd_batch_p2p: option 'block' must be >= 1, got {block}")
         self.temperature, self.block, self.pool, self.gather = temperature, block, pool, gather
 
+    def teacher_reads(self) -> frozenset[str]:
+        return frozenset({"feat"})
+
     def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
         fs = student.feat
         ft = resize_to(teacher.feat.detach(), tuple(fs.shape[-2:]))
@@ -271,6 +274,8 @@ class _CIRKDMemoryTerm(DistillLoss):
     uses_labels = True  # anchors and enqueued pixels / regions are labelled pixels, by class
 
     kind = ""
+    live_teacher_reason = ("its memory queues keep teacher embeddings across iterations; segkd feeds them "
+                           "from the live teacher only")
 
     def __init__(
         self,

@@ -46,6 +46,9 @@ class ChannelWiseDistillation(DistillLoss):
         needs_align = target == "feat" and s_ch != t_ch
         self.align: nn.Module = nn.Conv2d(s_ch, t_ch, 1, bias=False) if needs_align else nn.Identity()
 
+    def teacher_reads(self) -> frozenset[str]:
+        return frozenset({self.target})
+
     def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
         s, t = (student.logits, teacher.logits) if self.target == "logits" else (student.feat, teacher.feat)
         channels = s.shape[1] if self.normalize_by == "student" else t.shape[1]

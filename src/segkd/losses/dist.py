@@ -33,6 +33,9 @@ class DIST(DistillLoss):
         self.aux_weight = float(aux_weight)
         self.needs_teacher_aux = self.aux_weight > 0
 
+    def teacher_reads(self) -> frozenset[str]:
+        return frozenset({"logits", "aux_logits"} if self.needs_teacher_aux else {"logits"})
+
     def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
         loss = dist_loss(student.logits, teacher.logits.detach(), self.beta, self.gamma, self.tau)
         if self.aux_weight > 0 and student.aux_logits is not None:

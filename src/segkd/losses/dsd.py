@@ -46,6 +46,9 @@ class DoubleSimilarityDistillation(DistillLoss):
             raise ValueError(f"dsd: option 'tau' must be > 0, got {tau}")
         self.psd_weight, self.csd_weight, self.tau = float(psd_weight), float(csd_weight), float(tau)
 
+    def teacher_reads(self) -> frozenset[str]:
+        return frozenset({"aux_logits", "feat", "logits"})
+
     def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
         s_maps = _maps(student, "student")
         t_maps = [m.detach() for m in _maps(teacher, "teacher")]

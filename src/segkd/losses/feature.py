@@ -26,6 +26,9 @@ class FitNet(DistillLoss):
         use = adapter == "always" or s_ch != t_ch
         self.adapter: nn.Module = nn.Conv2d(s_ch, t_ch, 1, bias=False) if use else nn.Identity()
 
+    def teacher_reads(self) -> frozenset[str]:
+        return frozenset({"feat"})
+
     def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
         return fitnet_loss(self.adapter(student.feat), teacher.feat.detach())
 
@@ -55,6 +58,11 @@ class AttentionTransfer(DistillLoss):
             raise ValueError(f"at: option 'stage'={self.stage} is out of range for the {who}'s "
                              f"{len(out.stages)} backbone stages")
         return out.stages[self.stage]
+
+    live_teacher_reason = "option 'stage' reads a teacher backbone stage, which a teacher cache does not hold"
+
+    def teacher_reads(self) -> frozenset[str] | None:
+        return frozenset({"feat"}) if self.stage is None else None
 
     def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
         s, t = self._pick(student, "student"), self._pick(teacher, "teacher")

@@ -26,5 +26,8 @@ class IFVD(DistillLoss):
         self.num_classes = spec.num_classes
         self.reduction = reduction
 
+    def teacher_reads(self) -> frozenset[str]:
+        return frozenset({"feat"})
+
     def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
         return ifvd_loss(student.feat, teacher.feat.detach(), batch.labels, self.num_classes, self.reduction)

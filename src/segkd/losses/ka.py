@@ -237,6 +237,7 @@ class _KATerm(DistillLoss):
     """Uses the shared frozen encoder (``autoencoder`` option) and owns one adapter."""
 
     uses_labels = False  # never reads batch.labels: trains on unlabelled images too
+    live_teacher_reason = "Knowledge Adaptation encodes the live teacher's features (not cached)"
 
     def __init__(self, spec: DistillSpec, autoencoder: str | None = None, single_conv: bool = False) -> None:
         super().__init__()

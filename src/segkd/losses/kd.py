@@ -33,6 +33,9 @@ class PixelKD(DistillLoss):
         self.mask_ignore = mask_ignore
         self.uses_labels = bool(mask_ignore)  # the mask is read from batch.labels
 
+    def teacher_reads(self) -> frozenset[str]:
+        return frozenset({"logits"})
+
     def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
         labels = batch.labels if self.mask_ignore else None
         return pixel_kd_loss(student.logits, teacher.logits.detach(), self.temperature, self.reduction,

@@ -73,6 +73,9 @@ class SKDPairwise(DistillLoss):
                              f"got '{method}'")
         self.method = method
 
+    def teacher_reads(self) -> frozenset[str]:
+        return frozenset({"feat"})
+
     def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
         return pairwise_affinity_loss(student.feat, teacher.feat.detach(), self.pool, self.scale,
                                       self.detach_norm, self.normalize_first, self.block_size, self.method)
@@ -130,6 +133,9 @@ class SKDHolistic(DistillLoss):
         img = F.interpolate(images.to(logits.dtype), size=logits.shape[-2:], mode="bilinear",
                             align_corners=False)
         return torch.cat([logits, img], dim=1)
+
+    live_teacher_reason = ("its discriminator is trained against the live teacher's logits on the augmented "
+                           "crop (adversarial term)")
 
     def forward(self, student: SegOutput, teacher: SegOutput, batch: DistillBatch) -> Tensor:
         return adversarial_g_loss(self.discriminator(self._d_input(student.logits, batch.images)))

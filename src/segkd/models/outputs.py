@@ -43,7 +43,7 @@ class SegOutput:
         indexed along the batch dimension (autograd flows through the indexing)."""
         return SegOutput(
             logits=self.logits[index],
-            feat=self.feat[index],
+            feat=None if self.feat is None else self.feat[index],  # None: a teacher cache without feat
             aux_logits=None if self.aux_logits is None else self.aux_logits[index],
             stages=[s[index] for s in self.stages],
         )
