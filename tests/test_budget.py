@@ -182,3 +182,17 @@ def test_precharged_seconds_count_against_the_budget(tmp_path: Path, clock: Fake
     )
     summary = json.loads((train(cfg) / "summary.json").read_text())
     assert summary["iters"] == 3 and summary["budget"]["spent_s"] == 5.0
+
+
+def test_a_budget_spent_before_the_first_step_still_validates(tmp_path: Path, clock: FakeClock):
+    cfg = tiny_config(
+        tmp_path / "none",
+        iters=1000,
+        train__budget=2,
+        train__budget_unit="seconds",
+        train__budget_precharge_s=3,
+    )
+    run = train(cfg)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["iters"] == 0 and summary["miou"] >= 0  # the initial weights' mIoU, never -1
+    assert (run / "checkpoints" / "best.pt").is_file()

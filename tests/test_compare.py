@@ -209,3 +209,36 @@ def test_missing_teacher_is_refused_before_training(tmp_path: Path, capsys: pyte
         cli_main([*args[:2], "--methods", str(recipes / "bundle.yaml"), "--debug"]) if (
             recipes / "bundle.yaml"
         ).write_text("distill:\n  losses: [{name: kd}]\n") else None
+
+
+def test_cached_rows_write_the_cache_once_and_charge_its_cost(tmp_path: Path):
+    recipes = _recipes(tmp_path / "recipes")
+    out = tmp_path / "out"
+    args = [
+        "compare",
+        str(recipes),
+        "--methods",
+        "kd,kd@cache",
+        "--seeds",
+        "2",
+        "--budget",
+        "2",
+        "--match",
+        "time",
+        "--output",
+        str(out),
+        "--teacher-config",
+        str(recipes / "teacher.yaml"),
+    ]
+    assert cli_main(args) == 0
+    cost = json.loads((out / "cache" / "kd" / "compare_cost.json").read_text())["write_seconds"]
+    data = json.loads((out / "compare.json").read_text())
+    cached = [r for r in data["runs"] if r["method"] == "kd@cache"]
+    assert len(cached) == 2 and all(r["cache_s"] == cost > 0 for r in cached)
+    assert all(r["cache_s"] == 0 for r in data["runs"] if r["method"] != "kd@cache")
+    import yaml
+
+    saved = yaml.safe_load((out / "time" / "kd@cache" / "seed1" / "config.yaml").read_text())
+    assert saved["distill"]["teacher"]["cache"] == str(out / "cache" / "kd")
+    assert saved["train"]["budget_precharge_s"] == cost  # --cache-cost charge (the default)
+    assert "teacher cache s (once)" in (out / "compare.md").read_text()

@@ -112,6 +112,7 @@ class Trainer:
         self.budget = self._start_budget()
         self.optimizers = build_optimizers(self.distiller, cfg, self.budget)
         self.iteration, self.best_miou, self.train_time = 0, -1.0, 0.0
+        self.validated_at = -1
         self.val_loader = builder.build_val_loader_for(self.data, cfg.data)
         # Build the batch stream before restoring RNG states: creating it may draw from the global RNG.
         self.batches = builder.build_train_iterator(self.data, cfg, start, self.budget.max_iterations())
@@ -247,6 +248,7 @@ class Trainer:
     def validate(self, logger: RunLogger) -> float:
         """Validate the student; on a new best write best.pt and RUN_DIR/eval. Returns the mIoU."""
         self.sync_buffers()  # else each rank would evaluate its shard with its own BN statistics
+        self.validated_at = self.iteration
         student = self.distiller.student
         metrics, samples = run_evaluation(
             student,
@@ -337,6 +339,10 @@ class Trainer:
                     if signum:
                         self.save(self.run.latest.name)
                         raise TrainingInterrupted(signum, self.iteration, str(self.run.latest))
+                if self.validated_at != self.iteration:  # e.g. a budget spent before the first step
+                    logger.message(f"segkd train: budget spent after {self.iteration} iterations")
+                    self._validate_keeping_weights(logger)
+                    self.save(self.run.latest.name)
         except (NonFiniteLossError, TrainingInterrupted, ValidationFailed) as err:
             logger.message(f"segkd train: {err}")
             raise
