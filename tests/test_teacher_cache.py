@@ -15,7 +15,6 @@ import segkd.cache.store as store
 from _engine_helpers import tiny_config
 from segkd.cache import CacheIncompleteError, CacheMismatchError, TeacherCache
 from segkd.cache.attach import CacheRefusedError, plan_terms
-from segkd.cache.build import cache_teacher
 from segkd.cache.codec import decode, encode, pixel_kl
 from segkd.cache.replay import CachedTargets, replay
 from segkd.cache.writer import write_cache
@@ -35,6 +34,7 @@ from segkd.data.transforms import (
 )
 from segkd.engine import builder, train
 from segkd.engine.distiller import distill_spec
+from segkd.engine.teacher_cache import cache_teacher
 from segkd.losses import build_loss
 from segkd.models import build_model
 from segkd.models.outputs import SegOutput

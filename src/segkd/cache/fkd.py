@@ -4,7 +4,7 @@ teacher's targets for exactly those crops, and at training time pick one of the 
 
 The targets are then exact (up to storage precision), but every image is seen in at most R geometries
 for the whole run, while replay draws a fresh scale, crop and flip at every visit. Implemented far
-enough to measure it (:mod:`segkd.cache.measure`): the crops' parameters, the storage, the exactness and
+enough to measure it (:mod:`segkd.bench.cache`): the crops' parameters, the storage, the exactness and
 the augmentation diversity (distinct geometries and source-image coverage over E epochs).
 """
 

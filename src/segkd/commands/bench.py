@@ -139,8 +139,8 @@ def run_distill(args: argparse.Namespace) -> int:
 
 
 def run_cache(args: argparse.Namespace) -> int:
+    from segkd.bench.cache import bench_cache_step, bench_cache_targets, cityscapes_sizes
     from segkd.bench.table import markdown_table
-    from segkd.cache.measure import bench_cache_step, bench_cache_targets, cityscapes_sizes
     from segkd.config import load_config
 
     cfg = load_config(args.config, args.overrides)

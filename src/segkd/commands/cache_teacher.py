@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segkd.cache.build import cache_teacher, describe
+    from segkd.engine.teacher_cache import cache_teacher, describe
 
     cfg = config_from_args(args)
     manifest = cache_teacher(cfg, args.out, args.split, args.codec, args.topk, args.keys, args.overwrite,

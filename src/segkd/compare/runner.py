@@ -105,7 +105,7 @@ def ensure_caches(plan: ComparePlan, teacher_ckpt: str | None) -> dict[str, floa
         folder = plan.cache_dir(method)
         record = folder / "compare_cost.json"
         if not record.is_file():
-            from segkd.cache.build import cache_teacher
+            from segkd.engine.teacher_cache import cache_teacher
 
             _announce(f"teacher cache for {method.key} -> {folder}")
             cfg = plan.run_config(method, plan.seeds[0], "iters", teacher_ckpt)

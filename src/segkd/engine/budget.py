@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from segkd.distributed import all_reduce, is_dist_initialized
+from segkd.engine.task import upsampled_ce
 
 UNITS = ("iters", "seconds", "student_steps")
 
@@ -151,8 +152,6 @@ def measure_student_step(
     weights, BN statistics and RNG stream are untouched; one warm-up iteration, then the median of
     ``repeats``. Under torch.distributed the ranks' medians are averaged, so every rank uses one value.
     """
-    from segkd.engine.distiller import upsampled_ce
-
     model = copy.deepcopy(student).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt: torch.optim.Optimizer = (
