@@ -18,8 +18,8 @@ from segkd.engine import train
 from segkd.engine import trainer as trainer_module
 from segkd.engine.budget import Budget
 from segkd.engine.checkpoint import load_checkpoint
-from segkd.engine.schedule import progress_factor
 from segkd.engine.trainer import Trainer
+from segkd.schedule import progress_factor
 
 
 class FakeClock:

@@ -13,9 +13,9 @@ from segkd.cli import main as cli_main
 from segkd.engine import evaluate, train
 from segkd.engine.checkpoint import load_checkpoint, save_checkpoint
 from segkd.engine.distiller import NonFiniteLossError
-from segkd.engine.schedule import poly_factor
 from segkd.engine.trainer import Trainer
 from segkd.losses.base import LOSSES, DistillLoss
+from segkd.schedule import poly_factor
 
 CKPT_KEYS = {"model", "losses", "optimizer", "scheduler", "adversary", "iteration", "rng", "config", "meta"}
 

@@ -102,11 +102,12 @@ def test_calibration_images_come_from_the_train_split(run_dir):
 def test_eval_runs_on_float_and_int8_onnx(quantized, run_dir, capsys):
     float_path, int8_path = quantized
     from segkd.engine.evaluation import evaluate
+    from segkd.export import evaluate_onnx
 
     cfg = from_dict(ExperimentConfig, {**RUN, "output_dir": str(run_dir)})
     ref = evaluate(cfg, run_dir / "checkpoints" / "best.pt", run_dir / "eval_pt")
-    flt = evaluate(cfg, float_path, run_dir / "eval_float")
-    int8 = evaluate(cfg, int8_path, run_dir / "eval_int8")
+    flt = evaluate_onnx(cfg, float_path, run_dir / "eval_float")
+    int8 = evaluate_onnx(cfg, int8_path, run_dir / "eval_int8")
     assert flt["miou"] == pytest.approx(ref["miou"], abs=0.5)  # float ONNX = PyTorch up to ~1e-6 logits
     assert 0.0 <= int8["miou"] <= 100.0 and int8["checkpoint"] == str(int8_path)
     assert main(["eval", str(run_dir / "config.yaml"), f"checkpoint={int8_path}"]) == 0

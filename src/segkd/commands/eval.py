@@ -30,7 +30,12 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, normalize_overrides(args.overrides))
     try:
-        evaluate(cfg)
+        if str(cfg.eval.checkpoint or "").endswith(".onnx"):  # an exported student, run by ONNX Runtime
+            from segkd.export import evaluate_onnx
+
+            evaluate_onnx(cfg, cfg.eval.checkpoint)
+        else:
+            evaluate(cfg)
     finally:
         cleanup_distributed()
     return 0

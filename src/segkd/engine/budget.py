@@ -15,7 +15,7 @@ arXiv 2604.25530). A :class:`Budget` measures what a run has spent:
   the baseline does 2000 iterations, on a laptop as on a GPU node.
 
 The learning-rate schedule runs over the budget (``progress`` in [0, 1], see
-:mod:`segkd.engine.schedule`). ``spent`` and the measured student-step cost go into every checkpoint, so
+:mod:`segkd.schedule`). ``spent`` and the measured student-step cost go into every checkpoint, so
 a resumed run continues the same budget. Under ``torch.distributed`` every rank charges the slowest
 rank's step time, so all ranks stop after the same iteration.
 """

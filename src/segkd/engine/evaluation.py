@@ -27,20 +27,28 @@ def load_student_weights(model: torch.nn.Module, path: str | Path, fmt: str = "a
 
 
 def evaluate(
-    cfg: ExperimentConfig, checkpoint: str | Path | None = None, out_dir: str | Path | None = None
+    cfg: ExperimentConfig,
+    checkpoint: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    model: Any = None,
 ) -> dict[str, Any]:
-    """Metrics of ``checkpoint`` (default ``eval.checkpoint``) on ``data.val_split``; files in out_dir."""
+    """Metrics of ``checkpoint`` (default ``eval.checkpoint``) on ``data.val_split``; files in out_dir.
+
+    ``model``: an already loaded network standing for ``checkpoint`` (e.g. an exported ``.onnx`` graph run
+    by ONNX Runtime, :func:`segkd.export.evaluate_onnx`); default: the student built from ``cfg.model``
+    with the checkpoint's weights."""
     checkpoint = checkpoint or cfg.eval.checkpoint
     if checkpoint is None:
         raise ValueError("no checkpoint to evaluate: pass checkpoint=PATH (eval.checkpoint)")
     device = setup_distributed(cfg.train.device)
     data = builder.build_data(cfg, need_train=False)
-    if str(checkpoint).endswith(".onnx"):  # an exported (float or INT8) student, run by ONNX Runtime
-        from segkd.export.onnx_module import OnnxSegmentor
-
-        model = OnnxSegmentor(checkpoint)
-        if model.num_classes != data.num_classes:
+    if model is not None:
+        if getattr(model, "num_classes", data.num_classes) != data.num_classes:
             raise ValueError(f"{checkpoint}: {model.num_classes} classes, the dataset has {data.num_classes}")
+    elif str(checkpoint).endswith(".onnx"):
+        raise ValueError(
+            f"{checkpoint} is an ONNX graph: evaluate it with segkd eval (segkd.export.evaluate_onnx)"
+        )
     else:
         model = builder.build_student(cfg.model, data.num_classes)
         load_student_weights(model, checkpoint, cfg.model.checkpoint_format)
@@ -58,8 +66,10 @@ def evaluate(
     )
     metrics["checkpoint"] = str(checkpoint)
     ev = cfg.eval
-    out = Path(out_dir) if out_dir is not None else RunDir(cfg.output_dir).evaluation(
-        checkpoint, ev.mode, list(ev.scales), ev.flip
+    out = (
+        Path(out_dir)
+        if out_dir is not None
+        else RunDir(cfg.output_dir).evaluation(checkpoint, ev.mode, list(ev.scales), ev.flip)
     )
     write_eval_outputs(
         metrics, samples, out, to_numpy_palette(data.palette), cfg.data.mean, cfg.data.std, data.ignore_index

@@ -17,7 +17,7 @@ import torch
 
 from segkd.config_schema import AdversaryOptimConfig, ExperimentConfig, OptimConfig
 from segkd.engine.budget import Budget
-from segkd.engine.schedule import build_poly_scheduler
+from segkd.schedule import build_poly_scheduler
 
 STUDENT = "student"
 ADVERSARY = "adversary/"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -18,7 +19,7 @@ from segkd.export.parity import ParityError, ParityReport, check, compare, parit
 from segkd.export.runners import LoadedModel, load_model, onnx_runner, onnx_session, torch_runner
 
 __all__ = ["ExportResult", "InferenceGraph", "LoadedModel", "ModelMeta", "ParityError", "ParityReport",
-           "export_model", "export_student", "load_model"]
+           "evaluate_onnx", "export_model", "export_student", "load_model"]
 
 
 @dataclass
@@ -86,3 +87,12 @@ def export_student(checkpoint: str | Path, path: str | Path | None = None, fmt: 
     if path is None:
         path = resolve_checkpoint(checkpoint).with_suffix(".onnx" if fmt == "onnx" else ".ts")
     return export_model(model, meta, path, fmt, size, dynamic, **tolerances)
+
+
+def evaluate_onnx(cfg: Any, path: str | Path, out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Metrics of an exported (float or INT8) ``.onnx`` student on ``data.val_split``, run by ONNX Runtime
+    through the engine's evaluation (:func:`segkd.engine.evaluation.evaluate`)."""
+    from segkd.engine.evaluation import evaluate
+    from segkd.export.onnx_module import OnnxSegmentor
+
+    return evaluate(cfg, path, out_dir, model=OnnxSegmentor(path))

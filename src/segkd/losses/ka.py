@@ -121,7 +121,7 @@ def fit_autoencoder(
 
     ``batches`` yields dicts with ``"image"`` (N, 3, H, W) (``"label"`` is ignored); it is cycled if shorter
     than ``iters``. ``optimizer`` "sgd" (``lr``, ``momentum``, ``weight_decay``) or "adamw" (``lr``,
-    ``betas``, ``weight_decay``), with the poly schedule of :mod:`segkd.engine.schedule` when
+    ``betas``, ``weight_decay``), with the poly schedule of :mod:`segkd.schedule` when
     ``poly_power`` > 0 (0: constant LR). Defaults: SGD lr 0.1, momentum 0.9, constant LR, as
     torchdistill's KTAAD stage 1 (the paper: lr 0.1, "large" weight decay, value unpublished; 5e-4 here
     is an assumption); ``train.stage=ka_autoencoder`` passes the run's ``optim`` section instead.
@@ -129,7 +129,7 @@ def fit_autoencoder(
     256-channel DeepLabV3-R101 head), so the auto-encoder compresses the teacher's features whatever its
     width. Returns ``(autoencoder, loss per iteration)``.
     """
-    from segkd.engine.schedule import build_poly_scheduler
+    from segkd.schedule import build_poly_scheduler
 
     if optimizer not in ("sgd", "adamw"):
         raise ValueError(f"fit_autoencoder: optimizer must be 'sgd' or 'adamw', got {optimizer!r}")

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segkd.checkpoint_io import UnsafeCheckpointError, read_checkpoint
-from segkd.losses.functional.common import resize_to
 from segkd.models.checkpoints import CheckpointError
 from segkd.models.outputs import SegOutput
 
@@ -244,7 +244,7 @@ class TeacherAdapter(nn.Module):
             logits = self.class_map(logits)
         s = self.output_stride
         size = (math.ceil(images.shape[-2] / s), math.ceil(images.shape[-1] / s))
-        return SegOutput(logits=resize_to(logits, size), feat=resize_to(feat, size), stages=stages)
+        return SegOutput(logits=_resize(logits, size), feat=_resize(feat, size), stages=stages)
 
 
 def load_exact(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
@@ -259,3 +259,10 @@ def load_exact(model: nn.Module, state: Mapping[str, Tensor], source: str) -> No
             f"{source} does not fit the teacher: missing {_preview(missing, 8)}; unexpected "
             f"{_preview(unexpected, 8)}; shape mismatch {_preview(shapes, 8)}")
     model.load_state_dict(dict(state), strict=True)
+
+
+def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear resize of a (N, C, H, W) map to ``size`` (no-op at that size)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
