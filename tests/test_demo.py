@@ -22,7 +22,8 @@ def test_demo_plan_is_a_fair_comparison(tmp_path: Path):
         cfg = plan.run_config(method, seed=1, match="time", teacher_ckpt="t.pt")
         assert cfg.train.budget == setting.budget and cfg.train.budget_unit == "student_steps"
         assert cfg.train.seed == 1 and cfg.distill.teacher.checkpoint == "t.pt"
-        assert cfg.distill.teacher.name == "demo_teacher" and cfg.model.options == {"kernel_sizes": [3, 3, 3, 3]}
+        assert cfg.distill.teacher.name == "demo_teacher"
+        assert cfg.model.options == {"kernel_sizes": [3, 3, 3, 3]}
         assert cfg.data.unlabeled.split == "unlabeled" and cfg.data.unlabeled.ratio == setting.unlabeled_ratio
     teacher = plan.teacher_config()
     assert teacher.data.options["num_samples"]["train"] == setting.teacher_images and teacher.train.seed == 0
