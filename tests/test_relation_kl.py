@@ -6,7 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segkd.losses.functional.relation_kl import BLOCK_ELEMENTS, LOW_PRECISION_RTOL, block_rows, similarity_kl_sum
+from segkd.losses.functional.relation_kl import (
+    BLOCK_ELEMENTS,
+    LOW_PRECISION_RTOL,
+    block_rows,
+    similarity_kl_sum,
+)
 
 
 def autograd_reference(s_rows, s_cols, t_rows, t_cols, tau):
@@ -117,7 +122,8 @@ def test_low_precision_matmul_within_stated_bound(dtype):
     exact = similarity_kl_sum(s.flatten(0, 1), s, t.flatten(0, 1), t, 0.1)
     (g_exact,) = torch.autograd.grad(exact, s)
     s32 = s.detach().float().requires_grad_()
-    low = similarity_kl_sum(s32.flatten(0, 1), s32, t.float().flatten(0, 1), t.float(), 0.1, matmul_dtype=dtype)
+    t32 = t.float()
+    low = similarity_kl_sum(s32.flatten(0, 1), s32, t32.flatten(0, 1), t32, 0.1, matmul_dtype=dtype)
     (g_low,) = torch.autograd.grad(low, s32)
     assert low.dtype == torch.float32
     assert abs(low.item() - exact.item()) <= LOW_PRECISION_RTOL * exact.item()
