@@ -42,6 +42,7 @@ class DataConfig:
     batch_size: int = 8  # per process
     val_batch_size: int = 1
     workers: int = 2
+    prefetch_factor: int = 4  # batches each worker loads ahead (torch's default is 2); ignored with 0 workers
     options: dict[str, Any] = field(default_factory=dict)  # dataset-specific, e.g. synthetic size/count
 
 

@@ -134,4 +134,5 @@ def loss_table(result: dict) -> str:
              None if c["value"] is None else f"{c['value']:.6g}", c["note"]] for c in result["cases"]]
     head = (f"loss {result['loss']}: forward+backward, channels {result['channels']}, {result['iters']} "
             "interleaved rounds, CPU peak = RSS growth\n\n")
-    return head + markdown_table(["impl", "BxHxW", "median ms", "range ms", "peak MiB", "value", "note"], rows)
+    columns = ["impl", "BxHxW", "median ms", "range ms", "peak MiB", "value", "note"]
+    return head + markdown_table(columns, rows)
