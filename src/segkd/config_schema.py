@@ -71,6 +71,10 @@ class TrainConfig:
     val_interval: int = 0  # 0: validate only at the end
     ckpt_interval: int = 0  # 0: checkpoint only at validation points and the end
     amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False  # NHWC student/teacher/images (segkd.engine.speed)
+    teacher_inference: bool = False  # teacher forward under torch.inference_mode instead of no_grad
+    compile: bool = False  # torch.compile student and teacher forward (backend: compile_backend)
+    compile_backend: str = "inductor"
     grad_accum: int = 1
     grad_clip: float = 0.0  # 0 disables
     seed: int = 0

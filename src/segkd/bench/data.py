@@ -70,7 +70,8 @@ def _loader_rate(cfg: ExperimentConfig, dataset, batches: int, warmup: int) -> d
 def _train_step(cfg: ExperimentConfig, num_classes: int):
     """The config's training step (random init) as a function of a batch dict."""
     from segkd.bench.distill import _clean, _losses
-    from segkd.engine.distiller import Distiller, StepSettings, distill_spec
+    from segkd.engine.builder import step_settings
+    from segkd.engine.distiller import Distiller, distill_spec
     from segkd.engine.optim import build_optimizers
     from segkd.losses.base import SharedModules
     from segkd.models import build_model_from_config
@@ -86,7 +87,7 @@ def _train_step(cfg: ExperimentConfig, num_classes: int):
     losses = _losses(terms, spec, "") if teacher is not None else {}
     weights = {name: term["weight"] for name, term in zip(losses, terms)}
     distiller = Distiller(student, teacher, losses, weights, cfg.distill.aux_weight,
-                          settings=StepSettings(cfg.train.amp, cfg.train.grad_clip, device),
+                          settings=step_settings(cfg, device),
                           shared=spec.shared.modules).to(device).train()
     optimizers = build_optimizers(distiller, cfg)
 

@@ -128,10 +128,17 @@ def build_distiller(
             losses[name] = build_loss(term.name, spec, **term.options)
             weights[name] = term.weight
         shared = spec.shared.modules
-    settings = StepSettings(cfg.train.amp, cfg.train.grad_clip, device_type)
+    settings = step_settings(cfg, device_type)
     return Distiller(
         student, teacher, losses, weights, cfg.distill.aux_weight, ignore_index, settings, shared
     )
+
+
+def step_settings(cfg: ExperimentConfig, device_type: str) -> StepSettings:
+    """The step's precision, clipping and speed settings from ``cfg.train``."""
+    t = cfg.train
+    return StepSettings(t.amp, t.grad_clip, device_type, t.channels_last, t.teacher_inference,
+                        t.compile_backend if t.compile else None)
 
 
 def run_meta(cfg: ExperimentConfig, data: DataBundle) -> dict[str, Any]:

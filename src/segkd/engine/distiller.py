@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segkd.distributed import all_reduce, is_dist_initialized
+from segkd.engine import speed
 from segkd.engine.optim import ADVERSARY, STUDENT, Optimizers
 from segkd.labels import IGNORE_INDEX
 from segkd.losses.base import DistillBatch, DistillLoss, DistillSpec
@@ -67,11 +68,17 @@ def upsampled_ce(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDE
 @dataclass
 class StepSettings:
     """How the distiller runs a step: mixed precision (``none``, ``bf16``, ``fp16`` with a gradient
-    scaler) on ``device_type`` and the student's gradient-norm clipping (0: off)."""
+    scaler) on ``device_type`` and the student's gradient-norm clipping (0: off); the opt-in speed
+    settings (:mod:`segkd.engine.speed`): ``channels_last`` memory format, the teacher under
+    ``torch.inference_mode`` (``teacher_inference``), ``compile`` (a ``torch.compile`` backend, e.g.
+    ``inductor``; None: eager)."""
 
     amp: str = "none"
     grad_clip: float = 0.0
     device_type: str = "cpu"
+    channels_last: bool = False
+    teacher_inference: bool = False
+    compile: str | None = None
 
 
 @dataclass
@@ -109,13 +116,15 @@ class TrainableNet(nn.Module):
         self, images: Tensor, labels: Tensor, teacher_out: SegOutput | None
     ) -> tuple[SegOutput, dict[str, Tensor]]:
         out = self.student(images)
-        terms = {"ce": upsampled_ce(out.logits, labels, self.ignore_index)}
-        if out.aux_logits is not None and self.aux_weight > 0:
-            terms["aux_ce"] = upsampled_ce(out.aux_logits, labels, self.ignore_index)
-        if teacher_out is not None:
-            batch = DistillBatch(images=images, labels=labels)
-            for name, loss in self.losses.items():
-                terms.update(named_values(name, loss(out, teacher_out, batch)))
+        with speed.float32_losses(images) as cast:  # under AMP: terms in float32 (segkd.engine.speed)
+            s_out, t_out = cast(out), cast(teacher_out)
+            terms = {"ce": upsampled_ce(s_out.logits, labels, self.ignore_index)}
+            if s_out.aux_logits is not None and self.aux_weight > 0:
+                terms["aux_ce"] = upsampled_ce(s_out.aux_logits, labels, self.ignore_index)
+            if t_out is not None:
+                batch = DistillBatch(images=images, labels=labels)
+                for name, loss in self.losses.items():
+                    terms.update(named_values(name, loss(s_out, t_out, batch)))
         return out, terms
 
 
@@ -155,6 +164,7 @@ class Distiller(nn.Module):
             teacher.eval()
         self.weights = {"ce": 1.0, "aux_ce": aux_weight, **weights}
         self._runner: nn.Module = self.net  # DDP(self.net) once wrapped; not registered (keeps state keys)
+        speed.apply_to_networks(self.settings, student, teacher)
 
     @property
     def student(self) -> nn.Module:
@@ -204,18 +214,21 @@ class Distiller(nn.Module):
     @torch.no_grad()
     def teacher_forward(self, images: Tensor) -> SegOutput | None:
         """Teacher outputs under no_grad (None without a teacher). The eval-mode teacher skips its aux
-        head; it is run on the stages when a term asks for it (``needs_teacher_aux``, DIST's aux term)."""
+        head; it is run on the stages when a term asks for it (``needs_teacher_aux``, DIST's aux term).
+        With ``teacher_inference`` it runs under ``torch.inference_mode`` (:mod:`segkd.engine.speed`)."""
         if self.teacher is None:
             return None
-        out = self.teacher(images)
-        wants_aux = any(getattr(loss, "needs_teacher_aux", False) for loss in self.losses.values())
-        aux_head = getattr(self.teacher, "aux_head", None)
-        if wants_aux and out.aux_logits is None and aux_head is not None:
-            out = replace(out, aux_logits=aux_head(out.stages[self.teacher.aux_index])[0])
-        return out
+        with speed.teacher_mode(self.settings):
+            out = self.teacher(images)
+            wants_aux = any(getattr(loss, "needs_teacher_aux", False) for loss in self.losses.values())
+            aux_head = getattr(self.teacher, "aux_head", None)
+            if wants_aux and out.aux_logits is None and aux_head is not None:
+                out = replace(out, aux_logits=aux_head(out.stages[self.teacher.aux_index])[0])
+        return speed.usable_outside(out, self.settings)
 
     def compute(self, images: Tensor, labels: Tensor) -> StepResult:
         """One forward: teacher once under no_grad, student, every named term and the weighted total."""
+        images = speed.input_format(images, self.settings)
         teacher_out = self.teacher_forward(images)
         student_out, terms = self._runner(images, labels, teacher_out)
         total = sum(self.weight_of(name) * value for name, value in terms.items())

@@ -102,7 +102,7 @@ class _SimilarityKL(torch.autograd.Function):
         grad_rows = torch.empty_like(s_rows) if need_rows else None
         grad_cols = torch.zeros_like(s_cols) if need_cols else None
         total = s_rows.new_zeros(())
-        for start in range(0, s_rows.shape[0], block):
+        for start in range(0, s_rows.shape[0], block):  # runs with autocast off: matmul_dtype decides
             sl = slice(start, start + block)
             kl, diff = _block_terms(s_rows[sl], s_cols, t_rows[sl], t_cols, groups, inv_tau,
                                     need_rows or need_cols, matmul_dtype)
@@ -152,4 +152,5 @@ def similarity_kl_sum(s_rows: Tensor, s_cols: Tensor, t_rows: Tensor, t_cols: Te
                t_cols.detach().reshape(-1, t_cols.shape[-1]))
     acc = torch.promote_types(s_rows.dtype, torch.float32)  # half-precision (AMP) inputs: float32 softmaxes
     tensors = tuple(t.to(acc) for t in tensors)
-    return _SimilarityKL.apply(*tensors, groups, temperature, rows, want_grad, matmul_dtype)
+    with torch.autocast(s_rows.device.type, enabled=False):  # precision is matmul_dtype's, not autocast's
+        return _SimilarityKL.apply(*tensors, groups, temperature, rows, want_grad, matmul_dtype)

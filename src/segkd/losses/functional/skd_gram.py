@@ -102,11 +102,15 @@ def streamed_gram_sq_error_sum(student_feat: Tensor, teacher_feat: Tensor, node_
 
     Returns:
         0-d tensor (the Gram identity's cancellation applies: see
-        :func:`segkd.losses.blocked.affinity_sq_error_sum`).
+        :func:`segkd.losses.blocked.affinity_sq_error_sum`); always computed in float32 or float64,
+        autocast or half-precision inputs notwithstanding.
     """
     if student_feat.dim() != 4 or student_feat.shape[0] != teacher_feat.shape[0] \
             or student_feat.shape[2:] != teacher_feat.shape[2:]:
         raise ValueError(f"streamed_gram_sq_error_sum: need (N, C, H, W) maps with equal N, H, W, got "
                          f"{tuple(student_feat.shape)} and {tuple(teacher_feat.shape)}")
     want_grad = torch.is_grad_enabled() and student_feat.requires_grad
-    return _StreamedGram.apply(student_feat, teacher_feat.detach(), node_fn, window, band_nodes, want_grad)
+    acc = torch.promote_types(student_feat.dtype, torch.float32)  # the identity cancels: never in half
+    fs, ft = student_feat.to(acc), teacher_feat.detach().to(acc)
+    with torch.autocast(fs.device.type, enabled=False):
+        return _StreamedGram.apply(fs, ft, node_fn, window, band_nodes, want_grad)
