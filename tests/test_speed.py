@@ -34,7 +34,8 @@ def _distiller(method: str, settings: StepSettings, tmp_path, dtype=torch.float6
     spec = type(spec)(**{**spec.__dict__, "shared": SharedModules()})
     ae = tmp_path / "ae.pt"
     if not ae.exists():
-        save_autoencoder(str(ae), AutoEncoder(spec.teacher_feat_channels, *default_widths(spec.teacher_feat_channels)))
+        width = spec.teacher_feat_channels
+        save_autoencoder(str(ae), AutoEncoder(width, *default_widths(width)))
     terms = method_bundles("demo")[method]
     torch.manual_seed(1)
     losses = _losses(terms, spec, str(ae))
