@@ -87,6 +87,29 @@ def _block_terms(s_rows: Tensor, s_cols: Tensor, t_rows: Tensor, t_cols: Tensor,
     return kl, log_p_s.exp_().sub_(p_t).view(b, -1)
 
 
+def _sweep(s_rows: Tensor, s_cols: Tensor, t_rows: Tensor, t_cols: Tensor, groups: int, inv_tau: float,
+           block: int, need_rows: bool, need_cols: bool,
+           matmul_dtype: torch.dtype | None) -> tuple[Tensor, list[Tensor | None]]:
+    """The KL sum over every row block and, as asked, the gradients of the rows and the columns."""
+    grad_rows = torch.empty_like(s_rows) if need_rows else None
+    grad_cols = torch.zeros_like(s_cols) if need_cols else None
+    total = s_rows.new_zeros(())
+    for start in range(0, s_rows.shape[0], block):
+        sl = slice(start, start + block)
+        kl, diff = _block_terms(s_rows[sl], s_cols, t_rows[sl], t_cols, groups, inv_tau,
+                                need_rows or need_cols, matmul_dtype)
+        total += kl
+        # d total / d z_s = p_s - p_t; z_s = row . col / tau.
+        if grad_rows is not None:
+            grad_rows[sl] = _mm(diff, s_cols, matmul_dtype, diff.dtype)
+        if grad_cols is not None:
+            grad_cols += _mm(diff.T, s_rows[sl], matmul_dtype, diff.dtype)
+    for grad in (grad_rows, grad_cols):
+        if grad is not None:
+            grad.mul_(inv_tau)
+    return total, [grad_rows, grad_cols]
+
+
 class _SimilarityKL(torch.autograd.Function):
     """Autograd function behind :func:`similarity_kl_sum` (inputs already flattened to 2-d).
 
@@ -96,32 +119,21 @@ class _SimilarityKL(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, s_rows: Tensor, s_cols: Tensor, t_rows: Tensor, t_cols: Tensor, groups: int,
                 temperature: float, block: int, want_grad: bool, matmul_dtype: torch.dtype | None) -> Tensor:
-        inv_tau = 1.0 / temperature
-        need_rows = want_grad and ctx.needs_input_grad[0]
-        need_cols = want_grad and ctx.needs_input_grad[1]
-        grad_rows = torch.empty_like(s_rows) if need_rows else None
-        grad_cols = torch.zeros_like(s_cols) if need_cols else None
-        total = s_rows.new_zeros(())
-        for start in range(0, s_rows.shape[0], block):  # runs with autocast off: matmul_dtype decides
-            sl = slice(start, start + block)
-            kl, diff = _block_terms(s_rows[sl], s_cols, t_rows[sl], t_cols, groups, inv_tau,
-                                    need_rows or need_cols, matmul_dtype)
-            total += kl
-            # d total / d z_s = p_s - p_t; z_s = row . col / tau.
-            if grad_rows is not None:
-                grad_rows[sl] = _mm(diff, s_cols, matmul_dtype, diff.dtype)
-            if grad_cols is not None:
-                grad_cols += _mm(diff.T, s_rows[sl], matmul_dtype, diff.dtype)
-        for grad in (grad_rows, grad_cols):
-            if grad is not None:
-                grad.mul_(inv_tau)
-        ctx.grads = [grad_rows, grad_cols]
+        args = (groups, 1.0 / temperature, block, want_grad and ctx.needs_input_grad[0],
+                want_grad and ctx.needs_input_grad[1], matmul_dtype)
+        total, ctx.grads = _sweep(s_rows, s_cols, t_rows, t_cols, *args)
+        ctx.save_for_backward(s_rows, s_cols, t_rows, t_cols)
+        ctx.args = args
         return total
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        return (*take_eager_grads(ctx, grad_out, "similarity_kl_sum"), *[None] * 7)
+        def again() -> list[Tensor | None]:
+            with torch.autocast(grad_out.device.type, enabled=False):
+                return _sweep(*ctx.saved_tensors, *ctx.args)[1]
+
+        return (*take_eager_grads(ctx, grad_out, "similarity_kl_sum", again), *[None] * 7)
 
 
 def similarity_kl_sum(s_rows: Tensor, s_cols: Tensor, t_rows: Tensor, t_cols: Tensor, temperature: float,

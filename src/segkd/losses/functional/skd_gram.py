@@ -58,33 +58,45 @@ def _grams(fs: Tensor, ft: Tensor, node_fn: NodeFn, bands: list[tuple[int, int]]
     return g_s, x, g_t
 
 
+def _sweep(fs: Tensor, ft: Tensor, node_fn: NodeFn, window: int, band_nodes: int,
+           want_grad: bool) -> tuple[Tensor, list[Tensor | None]]:
+    """The sum of squared affinity differences and, when ``want_grad``, its gradient w.r.t. ``fs``."""
+    nodes_per_row = node_fn(fs[:1, :1, :window]).shape[-1] * fs.shape[0]  # over the whole batch
+    bands = _bands(fs.shape[2], window, nodes_per_row, band_nodes)
+    g_s, x, g_t = _grams(fs, ft, node_fn, bands)
+    total = g_s.pow(2).sum() - 2 * x.pow(2).sum() + g_t.pow(2).sum()
+    if not want_grad:
+        return total, [None]
+    grad = torch.empty_like(fs)
+    for r0, r1 in bands:
+        t = node_fn(ft[:, :, r0:r1])
+        band = fs[:, :, r0:r1].detach().requires_grad_(True)
+        with torch.enable_grad():
+            s = node_fn(band)
+        g_nodes = 4 * (torch.bmm(g_s, s.detach()) - torch.bmm(x, t))
+        (grad[:, :, r0:r1],) = torch.autograd.grad(s, band, g_nodes)
+    return total, [grad]
+
+
 class _StreamedGram(torch.autograd.Function):
     """Autograd function behind :func:`streamed_gram_sq_error_sum`; the gradient is computed in forward."""
 
     @staticmethod
     def forward(ctx: Any, fs: Tensor, ft: Tensor, node_fn: NodeFn, window: int, band_nodes: int,
                 want_grad: bool) -> Tensor:
-        nodes_per_row = node_fn(fs[:1, :1, :window]).shape[-1] * fs.shape[0]  # over the whole batch
-        bands = _bands(fs.shape[2], window, nodes_per_row, band_nodes)
-        g_s, x, g_t = _grams(fs, ft, node_fn, bands)
-        total = g_s.pow(2).sum() - 2 * x.pow(2).sum() + g_t.pow(2).sum()
-        grad = None
-        if want_grad:
-            grad = torch.empty_like(fs)
-            for r0, r1 in bands:
-                t = node_fn(ft[:, :, r0:r1])
-                band = fs[:, :, r0:r1].detach().requires_grad_(True)
-                with torch.enable_grad():
-                    s = node_fn(band)
-                g_nodes = 4 * (torch.bmm(g_s, s.detach()) - torch.bmm(x, t))
-                (grad[:, :, r0:r1],) = torch.autograd.grad(s, band, g_nodes)
-        ctx.grads = [grad]
+        ctx.args = (node_fn, window, band_nodes, want_grad)
+        total, ctx.grads = _sweep(fs, ft, *ctx.args)
+        ctx.save_for_backward(fs, ft)
         return total
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        return (*take_eager_grads(ctx, grad_out, "streamed_gram_sq_error_sum"), *[None] * 5)
+        def again() -> list[Tensor | None]:
+            with torch.autocast(grad_out.device.type, enabled=False):
+                return _sweep(*ctx.saved_tensors, *ctx.args)[1]
+
+        return (*take_eager_grads(ctx, grad_out, "streamed_gram_sq_error_sum", again), *[None] * 5)
 
 
 def streamed_gram_sq_error_sum(student_feat: Tensor, teacher_feat: Tensor, node_fn: NodeFn, window: int,
