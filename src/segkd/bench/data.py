@@ -3,8 +3,8 @@
 Three measurements for one experiment config, all in this process:
 
 1. ``loader``: decoded-and-augmented images per second of the config's training loader
-   (:func:`segkd.data.build_train_loader`, ``data.workers`` workers, its prefetch and pinning), after the
-   workers have started: the time to draw ``batches`` batches with nothing else running.
+   (:func:`segkd.data.build_train_loader`, ``data.workers`` workers, its prefetch and pinning), from its
+   creation (worker start-up included: a lower bound) to its last batch, with nothing else running.
 2. ``step``: training steps per second of the config's own step (student, teacher and ``distill.losses``,
    random init, :meth:`~segkd.engine.distiller.Distiller.train_step`) on one fixed batch, and the images per
    second it therefore consumes (``batch_size`` x steps/s).
@@ -52,19 +52,23 @@ def write_cityscapes_like(root: str | Path, count: int, size: tuple[int, int] = 
     return root
 
 
-def _loader_rate(cfg: ExperimentConfig, dataset, batches: int, warmup: int) -> dict:
-    """Images/s of the training loader alone (after ``warmup`` batches: worker start-up excluded)."""
+def _loader_rate(cfg: ExperimentConfig, dataset, batches: int) -> dict:
+    """Images/s of the training loader alone, from its creation to its ``batches``-th batch.
+
+    Worker start-up is included, so this is a lower bound of the steady rate. Timing only after the
+    first batches would not do: up to ``workers * prefetch_factor`` batches are then already waiting
+    in the queue, and a short run would time the queue draining instead of the decoding.
+    """
     from segkd.data import build_train_loader
 
-    loader = iter(build_train_loader(dataset, cfg.data, seed=cfg.train.seed))
-    for _ in range(warmup):
-        next(loader)
     start = time.perf_counter()
+    loader = iter(build_train_loader(dataset, cfg.data, seed=cfg.train.seed))
     for _ in range(batches):
         next(loader)
     elapsed = time.perf_counter() - start
     del loader
-    return {"images_per_s": batches * cfg.data.batch_size / elapsed, "seconds": elapsed}
+    return {"images_per_s": batches * cfg.data.batch_size / elapsed, "seconds": elapsed,
+            "batches": batches, "includes_worker_startup": True}
 
 
 def _train_step(cfg: ExperimentConfig, num_classes: int):
@@ -98,8 +102,11 @@ def _train_step(cfg: ExperimentConfig, num_classes: int):
     return run, device
 
 
-def bench_data(cfg: ExperimentConfig, batches: int = 10, warmup: int = 2, step: bool = True) -> dict:
-    """The three measurements of the module docstring; ``step=False`` measures the loader only."""
+def bench_data(cfg: ExperimentConfig, batches: int = 10, warmup: int = 2, step: bool = True,
+               loader_batches: int | None = None) -> dict:
+    """The three measurements of the module docstring; ``step=False`` measures the loader only.
+    ``loader_batches`` (default ``batches``): batches drawn for the loader-alone rate; make it several
+    times ``workers * prefetch_factor``."""
     from segkd.data import build_dataset_from_config, build_train_loader
 
     dataset = build_dataset_from_config(cfg.data, cfg.data.train_split, train=True)
@@ -107,7 +114,7 @@ def bench_data(cfg: ExperimentConfig, batches: int = 10, warmup: int = 2, step: 
               "crop_size": list(cfg.data.crop_size), "batch_size": cfg.data.batch_size,
               "workers": cfg.data.workers, "prefetch_factor": cfg.data.prefetch_factor,
               "pin_memory": torch.cuda.is_available(), "threads": torch.get_num_threads(),
-              "loader": _loader_rate(cfg, dataset, batches, warmup)}
+              "loader": _loader_rate(cfg, dataset, loader_batches or batches)}
     if not step:
         return result
     run, device = _train_step(cfg, cfg.model.num_classes or dataset.num_classes)

@@ -67,6 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--generate", type=int, default=0, metavar="N",
                       help="write N Cityscapes-sized (1024x2048) PNG pairs in the Cityscapes layout to a "
                            "temporary folder and read those (data.name becomes cityscapes)")
+    data.add_argument("--loader-batches", type=int, default=None,
+                      help="batches for the loader-alone rate (default --batches; use several times "
+                           "workers x prefetch_factor)")
     data.add_argument("--no-step", action="store_true", help="measure the loader only")
     data.set_defaults(func=run_data)
 
@@ -145,6 +148,6 @@ def run_data(args: argparse.Namespace) -> int:
             root = write_cityscapes_like(tmp, args.generate)
             cfg.data.name, cfg.data.root, cfg.data.train_split = "cityscapes", str(root), "train"
             cfg.data.options = {}
-        result = bench_data(cfg, args.batches, args.warmup, step=not args.no_step)
+        result = bench_data(cfg, args.batches, args.warmup, not args.no_step, args.loader_batches)
     result["generated"] = args.generate
     return _write(args, result, data_table(result), [Path(args.config).stem, f"w{cfg.data.workers}"])
