@@ -106,3 +106,37 @@ def test_bench_outputs_are_named_by_what_was_measured_and_never_replaced(tmp_pat
     assert infer.name == "bench_infer_demo_student_96x96_b1.json"
     (tmp_path / "mine.json").write_text("{}")
     assert output_path("infer", ["x"], "mine.json") == Path("mine-2.json")
+
+
+def test_bench_data_reads_generated_cityscapes_layout_and_times_the_step(tmp_path):
+    from segkd.bench.data import bench_data, data_table, write_cityscapes_like
+    from segkd.config import load_config
+    from segkd.data import build_dataset
+
+    root = write_cityscapes_like(tmp_path / "cs", 3, size=(32, 64))
+    dataset = build_dataset("cityscapes", str(root), "train")
+    assert len(dataset) == 3 and tuple(dataset[0]["label"].shape) == (32, 64)
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(f"model: {{name: test_tiny_student, num_classes: 19}}\n"
+                        f"data: {{name: cityscapes, root: {root}, crop_size: [16, 32], batch_size: 2, "
+                        f"workers: 1, prefetch_factor: 3}}\n"
+                        "distill: {teacher: {name: test_tiny_teacher, num_classes: 19}, "
+                        "losses: [{name: kd}]}\n")
+    cfg = load_config(str(cfg_path), [])
+    result = bench_data(cfg, batches=2, warmup=1)
+    assert result["loader"]["images_per_s"] > 0 and result["prefetch_factor"] == 3
+    assert result["step"]["terms"] == ["kd"] and result["step"]["steps_per_s"] > 0
+    assert 0 <= result["train_loop"]["wait_fraction"] <= 1
+    assert "loader alone" in data_table(result)
+
+
+def test_train_loader_prefetch_and_persistent_workers():
+    from segkd.config_schema import DataConfig
+    from segkd.data import build_train_loader, build_val_loader
+
+    data = list(range(6))
+    loader = build_train_loader(data, DataConfig(batch_size=2, workers=2, prefetch_factor=5), seed=0)
+    assert loader.prefetch_factor == 5 and loader.persistent_workers
+    val = build_val_loader(data, DataConfig(workers=2))
+    assert val.prefetch_factor == 4 and val.persistent_workers
+    assert build_train_loader(data, DataConfig(workers=0), seed=0).prefetch_factor is None

@@ -352,3 +352,13 @@ def test_class_queue_reference_block_write() -> None:
     assert q.ptr.tolist() == [0] and torch.equal(q.queue[0, 2:], torch.full((3, 2), 2.0))
     q.push_block_reference(torch.full((1, 2), 3.0), 0)
     assert q.ptr.tolist() == [1] and torch.equal(q.queue[0, 0], torch.full((2,), 3.0))
+
+
+def test_batch_p2p_matmul_dtype_option() -> None:
+    from segkd.losses import DistillSpec, build_loss
+
+    spec = DistillSpec(num_classes=3, student_feat_channels=4, teacher_feat_channels=6)
+    with pytest.raises(ValueError, match="matmul_dtype"):
+        build_loss("cirkd_batch_p2p", spec, matmul_dtype="int8")
+    loss = build_loss("cirkd_batch_p2p", spec, matmul_dtype="bfloat16")
+    assert loss.matmul_dtype is torch.bfloat16

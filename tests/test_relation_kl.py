@@ -6,7 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segkd.losses.functional.relation_kl import BLOCK_ELEMENTS, block_rows, similarity_kl_sum
+from segkd.losses.functional.relation_kl import (
+    BLOCK_ELEMENTS,
+    LOW_PRECISION_RTOL,
+    block_rows,
+    similarity_kl_sum,
+)
 
 
 def autograd_reference(s_rows, s_cols, t_rows, t_cols, tau):
@@ -88,3 +93,49 @@ def test_block_rows_and_errors():
         similarity_kl_sum(s_rows, s_cols[0], t_rows, t_cols, 0.1)
     with pytest.raises(ValueError, match="student rows"):
         similarity_kl_sum(s_rows[:3], s_cols, t_rows, t_cols, 0.1)
+
+
+def test_gradient_is_computed_in_forward_and_scaled_by_the_incoming_gradient():
+    s_rows, s_cols, t_rows, t_cols = inputs(seed=3)
+    value = similarity_kl_sum(s_rows, s_cols, t_rows, t_cols, 0.3, 2)
+    (g1,) = torch.autograd.grad(value, s_rows, torch.tensor(2.5, dtype=torch.float64), retain_graph=True)
+    (g2,) = torch.autograd.grad(value, s_rows, torch.tensor(-1.0, dtype=torch.float64))  # second backward
+    ref = autograd_reference(s_rows, s_cols, t_rows, t_cols, 0.3)
+    (g_ref,) = torch.autograd.grad(ref, s_rows)
+    assert torch.allclose(g1, 2.5 * g_ref, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(g2, -g_ref, rtol=1e-9, atol=1e-12)
+
+
+def test_forward_without_grad_mode_cannot_be_differentiated_later():
+    s_rows, s_cols, t_rows, t_cols = inputs()
+    with torch.no_grad():
+        value = similarity_kl_sum(s_rows, s_cols, t_rows, t_cols, 0.3)
+    assert not value.requires_grad  # no graph at all: nothing can call the backward
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_matmul_within_stated_bound(dtype):
+    # CIRKD-like inputs: L2-normalised embeddings, tau 0.1, two images of 64 pixels, 32 / 48 channels.
+    g = torch.Generator().manual_seed(4)
+    s = F.normalize(torch.randn(2, 64, 32, generator=g, dtype=torch.float64), dim=-1).requires_grad_()
+    t = F.normalize(torch.randn(2, 64, 48, generator=g, dtype=torch.float64), dim=-1)
+    exact = similarity_kl_sum(s.flatten(0, 1), s, t.flatten(0, 1), t, 0.1)
+    (g_exact,) = torch.autograd.grad(exact, s)
+    s32 = s.detach().float().requires_grad_()
+    t32 = t.float()
+    low = similarity_kl_sum(s32.flatten(0, 1), s32, t32.flatten(0, 1), t32, 0.1, matmul_dtype=dtype)
+    (g_low,) = torch.autograd.grad(low, s32)
+    assert low.dtype == torch.float32
+    assert abs(low.item() - exact.item()) <= LOW_PRECISION_RTOL * exact.item()
+    assert (g_low.double() - g_exact).abs().max() <= LOW_PRECISION_RTOL * g_exact.abs().max()
+    # ...and the bound is not vacuous: the low-precision path does differ from float32.
+    full = similarity_kl_sum(s32.flatten(0, 1), s32, t.float().flatten(0, 1), t.float(), 0.1)
+    assert low.item() != full.item()
+
+
+def test_half_precision_inputs_are_computed_in_float32():
+    s_rows, s_cols, t_rows, t_cols = inputs(seed=5)
+    half = similarity_kl_sum(s_rows.bfloat16(), s_cols.bfloat16(), t_rows.bfloat16(), t_cols.bfloat16(), 0.3)
+    assert half.dtype == torch.float32
+    ref = similarity_kl_sum(*(x.bfloat16().double() for x in (s_rows, s_cols, t_rows, t_cols)), 0.3)
+    assert half.item() == pytest.approx(ref.item(), rel=1e-5)

@@ -68,6 +68,7 @@ class DataConfig:
     batch_size: int = 8  # per process
     val_batch_size: int = 1
     workers: int = 2
+    prefetch_factor: int = 4  # batches each worker loads ahead (torch's default is 2); ignored with 0 workers
     options: dict[str, Any] = field(default_factory=dict)  # dataset-specific, e.g. synthetic size/count
     unlabeled: UnlabeledConfig | None = None  # None: off (every training image is labelled)
 
@@ -105,6 +106,10 @@ class TrainConfig:
     val_interval: int = 0  # 0: validate only at the end
     ckpt_interval: int = 0  # 0: checkpoint only at validation points and the end
     amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False  # NHWC student/teacher/images (segkd.engine.speed)
+    teacher_inference: bool = False  # teacher forward under torch.inference_mode instead of no_grad
+    compile: bool = False  # torch.compile student and teacher forward (backend: compile_backend)
+    compile_backend: str = "inductor"
     grad_accum: int = 1
     grad_clip: float = 0.0  # 0 disables
     seed: int = 0

@@ -136,7 +136,8 @@ def _time_round_robin(steps: dict[int, object], rows: list[StepRow], iters: int,
 def bench_distill(cfg: ExperimentConfig, methods: list[str] | None = None, iters: int = 10,
                   warmup: int = 2, num_classes: int = 19, options: str = "recipes") -> dict:
     """Time and peak memory per method; returns a JSON-ready dict with the two floors first."""
-    from segkd.engine.distiller import Distiller, StepSettings, distill_spec
+    from segkd.engine.builder import step_settings
+    from segkd.engine.distiller import Distiller, distill_spec
     from segkd.losses.ka import AutoEncoder, default_widths, save_autoencoder
     from segkd.models import build_model_from_config
 
@@ -170,7 +171,7 @@ def bench_distill(cfg: ExperimentConfig, methods: list[str] | None = None, iters
                 row.note = f"n/a: {type(err).__name__}: {str(err).splitlines()[0][:160]}"
                 continue
             weights = {name: term["weight"] for name, term in zip(losses, terms)}
-            settings = StepSettings(cfg.train.amp, cfg.train.grad_clip, device)
+            settings = step_settings(cfg, device)
             distiller = Distiller(copy.deepcopy(student0), t, losses, weights, cfg.distill.aux_weight,
                                   settings=settings, shared=method_spec.shared.modules).to(device).train()
             step = _step_fn(distiller, {"image": images, "label": labels}, cfg)

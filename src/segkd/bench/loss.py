@@ -4,6 +4,7 @@ For each (batch, h, w): random student/teacher outputs (feat, logits at h x w; i
 8x input size), the registered loss (its default options) timed over ``iters`` forward+backward passes,
 its peak memory measured once (:mod:`segkd.bench.memory`), and, for losses with a naive reference in
 :mod:`segkd.bench.naive`, the same for the all-at-once computation plus the value and gradient gaps.
+Timings are interleaved: each of ``iters`` rounds runs every case once (median, min and max reported).
 A naive run whose largest matrix alone would exceed ``naive_max_gib`` is skipped with the estimate.
 """
 
@@ -27,6 +28,8 @@ class LossCase:
     h: int
     w: int
     median_ms: float | None = None
+    min_ms: float | None = None
+    max_ms: float | None = None
     peak_mib: float | None = None
     value: float | None = None
     note: str = ""
@@ -49,7 +52,10 @@ def make_inputs(batch: int, h: int, w: int, channels: tuple[int, int], num_class
 
 def _prepare_case(impl: str, fn, size: tuple[int, int, int],
                   leaves: list[torch.Tensor]) -> tuple[LossCase, Callable[[], None], torch.Tensor]:
-    """One warm-up forward+backward, then the peak memory of another; returns (case, step, value)."""
+    """One warm-up forward+backward, then the peak memory of three more, the smallest kept (the
+    steady state): the first measurements of a process still see the heap that earlier, unmeasured work
+    left behind; seen for ``skd_pairwise`` at 2x64x128 in one process: 13.8, 12.1, 9.1, 9.2, 9.2 MiB.
+    Returns (case, step, value)."""
     case = LossCase(impl, *size)
     holder: dict[str, torch.Tensor] = {}
 
@@ -61,7 +67,8 @@ def _prepare_case(impl: str, fn, size: tuple[int, int, int],
         holder["value"] = value.detach()
 
     step()
-    case.peak_mib = measure_peak(step)
+    peaks = [measure_peak(step) for _ in range(3)]
+    case.peak_mib = None if None in peaks else min(peaks)
     case.value = float(holder["value"])
     return case, step, holder["value"]
 
@@ -86,17 +93,28 @@ def bench_loss(name: str, sizes: list[tuple[int, int, int]], channels: tuple[int
         blocked, step, value = _prepare_case(name, run, size, leaves)
         grad = student.feat.grad.clone() if student.feat.grad is not None else None
         cases.append(blocked)
-        steps.append((blocked, step, iters))
+        steps.append((blocked, step))
         if naive and name in NAIVE:
             naive_case, naive_step = _naive_case(name, student, teacher, size, naive_max_gib, value, grad)
             cases.append(naive_case)
             if naive_step is not None:
-                steps.append((naive_case, naive_step, 1))
+                steps.append((naive_case, naive_step))
     settle_allocator()
-    for case, step, n in steps:
-        case.median_ms = summarise(time_calls(step, n, warmup=0))["median_ms"]
+    _time_round_robin(steps, iters)
     return {"loss": name, "channels": list(channels), "num_classes": num_classes, "iters": iters,
             "threads": torch.get_num_threads(), "cases": [asdict(c) for c in cases]}
+
+
+def _time_round_robin(steps: list[tuple[LossCase, Callable[[], None]]], rounds: int) -> None:
+    """Time every case once per round, the cases interleaved, so that a shared machine's load changes
+    hit all of them alike; each case gets the median, min and max over the rounds."""
+    times: list[list[float]] = [[] for _ in steps]
+    for _ in range(rounds):
+        for (_, step), acc in zip(steps, times, strict=True):
+            acc.extend(time_calls(step, 1, warmup=0))
+    for (case, _), acc in zip(steps, times, strict=True):
+        case.median_ms = summarise(acc)["median_ms"]
+        case.min_ms, case.max_ms = 1e3 * min(acc), 1e3 * max(acc)
 
 
 def _naive_case(name, student, teacher, size, max_gib, value, grad):
@@ -115,8 +133,10 @@ def loss_table(result: dict) -> str:
     """Markdown table of a :func:`bench_loss` result."""
     from segkd.bench.table import markdown_table
 
-    rows = [[c["impl"], f"{c['batch']}x{c['h']}x{c['w']}", c["median_ms"], c["peak_mib"],
+    rows = [[c["impl"], f"{c['batch']}x{c['h']}x{c['w']}", c["median_ms"],
+             None if c.get("min_ms") is None else f"{c['min_ms']:.0f}-{c['max_ms']:.0f}", c["peak_mib"],
              None if c["value"] is None else f"{c['value']:.6g}", c["note"]] for c in result["cases"]]
-    head = (f"loss {result['loss']}: forward+backward, channels {result['channels']}, "
-            "CPU peak = RSS growth\n\n")
-    return head + markdown_table(["impl", "BxHxW", "median ms", "peak MiB", "value", "note"], rows)
+    head = (f"loss {result['loss']}: forward+backward, channels {result['channels']}, {result['iters']} "
+            "interleaved rounds, CPU peak = RSS growth\n\n")
+    columns = ["impl", "BxHxW", "median ms", "range ms", "peak MiB", "value", "note"]
+    return head + markdown_table(columns, rows)

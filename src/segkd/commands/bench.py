@@ -1,4 +1,4 @@
-"""``segkd bench distill|loss|infer``: benchmarks as commands (tables on stdout, JSON on disk)."""
+"""``segkd bench distill|loss|infer|data``: benchmarks as commands (tables on stdout, JSON on disk)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _sizes(text: str) -> tuple[int, int, int]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("bench", help="benchmarks: distillation step, one loss, inference")
+    parser = subparsers.add_parser("bench", help="benchmarks: distillation step, one loss, inference, data")
     sub = parser.add_subparsers(dest="bench", metavar="WHAT", required=True)
 
     distill = sub.add_parser("distill", help="time and peak memory of each method's training step")
@@ -75,7 +75,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cache.add_argument("--rounds", type=int, default=5, help="round-robin rounds (step)")
     cache.set_defaults(func=run_cache)
 
-    for p in (distill, loss, infer, cache):
+    data = sub.add_parser("data", help="input pipeline: loader images/s next to the training step's")
+    data.add_argument("config", help="experiment YAML (dataset, loader settings, models)")
+    data.add_argument("overrides", nargs="*", metavar="key=value")
+    data.add_argument("--batches", type=int, default=10, help="batches timed per measurement")
+    data.add_argument("--warmup", type=int, default=2)
+    data.add_argument("--generate", type=int, default=0, metavar="N",
+                      help="write N Cityscapes-sized (1024x2048) PNG pairs in the Cityscapes layout to a "
+                           "temporary folder and read those (data.name becomes cityscapes)")
+    data.add_argument("--loader-batches", type=int, default=None,
+                      help="batches for the loader-alone rate (default --batches; use several times "
+                           "workers x prefetch_factor)")
+    data.add_argument("--no-step", action="store_true", help="measure the loader only")
+    data.set_defaults(func=run_data)
+
+    for p in (distill, loss, infer, cache, data):
         p.add_argument("--out", "--json", dest="json", default=None,
                        help="write results here (default: bench_<what>_<subject>.json, numbered when taken)")
         p.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -186,3 +200,20 @@ def run_cache(args: argparse.Namespace) -> int:
 
 def _sci(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2e}"
+
+
+def run_data(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from segkd.bench.data import bench_data, data_table, write_cityscapes_like
+    from segkd.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    with tempfile.TemporaryDirectory(prefix="segkd_bench_data_") as tmp:
+        if args.generate:
+            root = write_cityscapes_like(tmp, args.generate)
+            cfg.data.name, cfg.data.root, cfg.data.train_split = "cityscapes", str(root), "train"
+            cfg.data.options = {}
+        result = bench_data(cfg, args.batches, args.warmup, not args.no_step, args.loader_batches)
+    result["generated"] = args.generate
+    return _write(args, result, data_table(result), [Path(args.config).stem, f"w{cfg.data.workers}"])

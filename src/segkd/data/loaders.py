@@ -131,6 +131,7 @@ def build_train_loader(
         worker_init_fn=_worker_init,
         generator=torch.Generator().manual_seed(int(seed)),  # keeps the global RNG untouched
         persistent_workers=cfg.workers > 0 and batches is None,
+        prefetch_factor=cfg.prefetch_factor if cfg.workers > 0 else None,  # batches in flight per worker
     )
 
 
@@ -178,4 +179,6 @@ def build_val_loader(dataset: Dataset, cfg: DataConfig) -> DataLoader:
         collate_fn=pad_collate,
         worker_init_fn=_worker_init,
         generator=torch.Generator().manual_seed(0),
+        persistent_workers=cfg.workers > 0,  # the trainer re-iterates it at every validation
+        prefetch_factor=cfg.prefetch_factor if cfg.workers > 0 else None,
     )

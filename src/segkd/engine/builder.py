@@ -173,7 +173,7 @@ def build_distiller(
             weights[name] = term.weight
         shared = spec.shared.modules
     _check_unlabeled_terms(cfg, losses)
-    settings = StepSettings(cfg.train.amp, cfg.train.grad_clip, device_type)
+    settings = step_settings(cfg, device_type)
     distiller = Distiller(
         student, teacher, losses, weights, cfg.distill.aux_weight, ignore_index, settings, shared
     )
@@ -197,6 +197,13 @@ def _check_unlabeled_terms(cfg: ExperimentConfig, losses: dict[str, Any]) -> Non
             "labels, so the unlabelled images would teach nothing; add a label-free term (kd, dist, cwd, "
             "fitnet, at, skd_pairwise, skd_holistic, cirkd_batch_p2p, dsd, ka_*) or remove data.unlabeled"
         )
+
+
+def step_settings(cfg: ExperimentConfig, device_type: str) -> StepSettings:
+    """The step's precision, clipping and speed settings from ``cfg.train``."""
+    t = cfg.train
+    return StepSettings(t.amp, t.grad_clip, device_type, t.channels_last, t.teacher_inference,
+                        t.compile_backend if t.compile else None)
 
 
 def run_meta(cfg: ExperimentConfig, data: DataBundle) -> dict[str, Any]:

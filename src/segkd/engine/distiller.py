@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from segkd.distributed import all_reduce, is_dist_initialized
+from segkd.engine import speed
 from segkd.engine.optim import ADVERSARY, STUDENT, Optimizers
 from segkd.engine.routing import TermInputs, labelled_index, supervised_view
 from segkd.engine.task import upsampled_ce
@@ -60,11 +61,17 @@ class NonFiniteLossError(RuntimeError):
 @dataclass
 class StepSettings:
     """How the distiller runs a step: mixed precision (``none``, ``bf16``, ``fp16`` with a gradient
-    scaler) on ``device_type`` and the student's gradient-norm clipping (0: off)."""
+    scaler) on ``device_type`` and the student's gradient-norm clipping (0: off); the opt-in speed
+    settings (:mod:`segkd.engine.speed`): ``channels_last`` memory format, the teacher under
+    ``torch.inference_mode`` (``teacher_inference``), ``compile`` (a ``torch.compile`` backend, e.g.
+    ``inductor``; None: eager)."""
 
     amp: str = "none"
     grad_clip: float = 0.0
     device_type: str = "cpu"
+    channels_last: bool = False
+    teacher_inference: bool = False
+    compile: str | None = None
 
 
 @dataclass
@@ -107,22 +114,28 @@ class TrainableNet(nn.Module):
         labeled: Tensor | None = None,
     ) -> tuple[SegOutput, dict[str, Tensor]]:
         out = self.student(images)
-        index = labelled_index(labeled)
-        logits, aux_logits, task_labels = supervised_view(out, labels, index, self.ignore_index)
-        terms = {"ce": upsampled_ce(logits, task_labels, self.ignore_index)}
-        if aux_logits is not None and self.aux_weight > 0:
-            terms["aux_ce"] = upsampled_ce(aux_logits, task_labels, self.ignore_index)
-        if teacher_out is not None:
-            per_teacher: dict[int, TermInputs] = {}  # two teachers when cached and live terms are mixed
-            for name, loss in self.losses.items():
-                teacher = teacher_for(teacher_out, name)
-                if id(teacher) not in per_teacher:
-                    per_teacher[id(teacher)] = TermInputs(
-                        out, teacher, images, labels, index, self.ignore_index
-                    )
-                args = per_teacher[id(teacher)].for_term(loss)
-                value = loss(*args) if args is not None else out.logits.new_zeros(())  # no labelled image
-                terms.update(named_values(name, value))
+        with speed.float32_losses(images) as cast:  # under AMP: terms in float32 (segkd.engine.speed)
+            s_out = cast(out)
+            if isinstance(teacher_out, dict):
+                teacher_out = {key: cast(value) for key, value in teacher_out.items()}
+            else:
+                teacher_out = cast(teacher_out)
+            index = labelled_index(labeled)
+            logits, aux_logits, task_labels = supervised_view(s_out, labels, index, self.ignore_index)
+            terms = {"ce": upsampled_ce(logits, task_labels, self.ignore_index)}
+            if aux_logits is not None and self.aux_weight > 0:
+                terms["aux_ce"] = upsampled_ce(aux_logits, task_labels, self.ignore_index)
+            if teacher_out is not None:
+                per_teacher: dict[int, TermInputs] = {}  # two teachers when cached and live terms are mixed
+                for name, loss in self.losses.items():
+                    teacher = teacher_for(teacher_out, name)
+                    if id(teacher) not in per_teacher:
+                        per_teacher[id(teacher)] = TermInputs(
+                            s_out, teacher, images, labels, index, self.ignore_index
+                        )
+                    args = per_teacher[id(teacher)].for_term(loss)
+                    value = loss(*args) if args is not None else out.logits.new_zeros(())  # no labelled image
+                    terms.update(named_values(name, value))
         return out, terms
 
 
@@ -163,6 +176,7 @@ class Distiller(nn.Module):
         self.weights = {"ce": 1.0, "aux_ce": aux_weight, **weights}
         self._runner: nn.Module = self.net  # DDP(self.net) once wrapped; not registered (keeps state keys)
         self.cache_terms: frozenset[str] = frozenset()  # terms reading a teacher cache (segkd.cache.attach)
+        speed.apply_to_networks(self.settings, student, teacher)
 
     @property
     def student(self) -> nn.Module:
@@ -212,15 +226,17 @@ class Distiller(nn.Module):
     @torch.no_grad()
     def teacher_forward(self, images: Tensor) -> SegOutput | None:
         """Teacher outputs under no_grad (None without a teacher). The eval-mode teacher skips its aux
-        head; it is run on the stages when a term asks for it (``needs_teacher_aux``, DIST's aux term)."""
+        head; it is run on the stages when a term asks for it (``needs_teacher_aux``, DIST's aux term).
+        With ``teacher_inference`` it runs under ``torch.inference_mode`` (:mod:`segkd.engine.speed`)."""
         if self.teacher is None:
             return None
-        out = self.teacher(images)
-        wants_aux = any(getattr(loss, "needs_teacher_aux", False) for loss in self.losses.values())
-        aux_head = getattr(self.teacher, "aux_head", None)
-        if wants_aux and out.aux_logits is None and aux_head is not None:
-            out = replace(out, aux_logits=aux_head(out.stages[self.teacher.aux_index])[0])
-        return out
+        with speed.teacher_mode(self.settings):
+            out = self.teacher(images)
+            wants_aux = any(getattr(loss, "needs_teacher_aux", False) for loss in self.losses.values())
+            aux_head = getattr(self.teacher, "aux_head", None)
+            if wants_aux and out.aux_logits is None and aux_head is not None:
+                out = replace(out, aux_logits=aux_head(out.stages[self.teacher.aux_index])[0])
+        return speed.usable_outside(out, self.settings)
 
     def teacher_targets(
         self, images: Tensor, cached: dict[str, Tensor] | None = None
@@ -251,6 +267,7 @@ class Distiller(nn.Module):
 
         ``labeled`` (N,) bool: which images have labels (None: all); see the module docstring. ``cached``:
         the batch's replayed teacher maps (:func:`cached_maps`) when the distiller reads a teacher cache."""
+        images = speed.input_format(images, self.settings)
         teacher_out = self.teacher_targets(images, cached)
         student_out, terms = self._runner(images, labels, teacher_out, labeled)
         total = sum(self.weight_of(name) * value for name, value in terms.items())

@@ -76,10 +76,7 @@ def affinity_sq_error_sum(student: Tensor, teacher: Tensor, block_size: int = 25
             or student.shape[2] != teacher.shape[2]:
         raise ValueError(f"affinity_sq_error_sum: need (N, C, M) tensors with equal N and M, got "
                          f"{tuple(student.shape)} and {tuple(teacher.shape)}")
-    if method not in ("auto", "gram", "blocked"):
-        raise ValueError(f"affinity_sq_error_sum: method must be 'auto', 'gram' or 'blocked', got '{method}'")
-    cs, ct, m = student.shape[1], teacher.shape[1], student.shape[2]
-    if method == "gram" or (method == "auto" and cs * cs + cs * ct + ct * ct < m * (cs + ct)):
+    if use_gram(student.shape[1], teacher.shape[1], student.shape[2], method):
         return _gram_sq_error_sum(student, teacher)
 
     def block_fn(start: int, stop: int) -> BlockFn:
@@ -90,7 +87,15 @@ def affinity_sq_error_sum(student: Tensor, teacher: Tensor, block_size: int = 25
 
         return fn
 
-    return blocked_sum(block_fn, m, block_size, student, teacher)
+    return blocked_sum(block_fn, student.shape[2], block_size, student, teacher)
+
+
+def use_gram(cs: int, ct: int, m: int, method: AffinityMethod) -> bool:
+    """Whether ``method`` means the Gram identity for C_s / C_t channels and M nodes: ``gram``, or
+    ``auto`` when its cost ``M (C_s^2 + C_s C_t + C_t^2)`` is below the blocked ``M^2 (C_s + C_t)``."""
+    if method not in ("auto", "gram", "blocked"):
+        raise ValueError(f"affinity_sq_error_sum: method must be 'auto', 'gram' or 'blocked', got '{method}'")
+    return method == "gram" or (method == "auto" and cs * cs + cs * ct + ct * ct < m * (cs + ct))
 
 
 def _gram_sq_error_sum(fs: Tensor, ft: Tensor) -> Tensor:

@@ -54,6 +54,9 @@ class CIRKDBatchP2P(DistillLoss):
             gathered images; the mean of the ranks' values equals the single-process loss on the whole
             global batch, and so does the DDP-averaged gradient. No-op without a process group (False,
             as in the reference, where the gather lines are commented out).
+        matmul_dtype: None (default: exact) or ``bfloat16`` / ``float16``: the similarity and gradient
+            matrix products in that precision (GPU tensor cores), softmaxes and KL in float32; opt-in
+            speed path with the bound stated in :mod:`segkd.losses.functional.relation_kl`.
     A teacher feat of another spatial size is bilinearly resized to the student's.
     """
 
@@ -67,11 +70,16 @@ class CIRKDBatchP2P(DistillLoss):
         block: int | None = None,
         pool: bool = False,
         gather: bool = False,
+        matmul_dtype: str | None = None,
     ) -> None:
         super().__init__()
         if block is not None and block < 1:
             raise ValueError(f"cirkd_batch_p2p: option 'block' must be >= 1, got {block}")
+        if matmul_dtype not in (None, "bfloat16", "float16"):
+            raise ValueError(f"cirkd_batch_p2p: option 'matmul_dtype' must be null, 'bfloat16' or 'float16', "
+                             f"got '{matmul_dtype}'")
         self.temperature, self.block, self.pool, self.gather = temperature, block, pool, gather
+        self.matmul_dtype = None if matmul_dtype is None else getattr(torch, matmul_dtype)
 
     def teacher_reads(self) -> frozenset[str]:
         return frozenset({"feat"})
@@ -83,7 +91,8 @@ class CIRKDBatchP2P(DistillLoss):
             fs = F.avg_pool2d(fs, kernel_size=2, stride=2, ceil_mode=True)
             ft = F.avg_pool2d(ft, kernel_size=2, stride=2, ceil_mode=True)
         cs, ct = (all_gather_with_grad(fs), all_gather_tensor(ft)) if self.gather else (fs, ft)
-        return cross_image_pixel_kd(fs, ft, cs, ct, temperature=self.temperature, block=self.block)
+        return cross_image_pixel_kd(fs, ft, cs, ct, temperature=self.temperature, block=self.block,
+                                    matmul_dtype=self.matmul_dtype)
 
 
 def build_projector(in_channels: int, out_channels: int) -> nn.Sequential:

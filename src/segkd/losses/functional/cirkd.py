@@ -7,6 +7,7 @@ lives in :mod:`segkd.losses.cirkd` and :mod:`segkd.losses.queues`.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -28,6 +29,7 @@ def cross_image_pixel_kd(
     contrast_t: Tensor | None = None,
     temperature: float = 0.1,
     block: int | None = None,
+    matmul_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """CIRKD mini-batch pixel-to-pixel loss, computed in row blocks.
 
@@ -41,9 +43,9 @@ def cross_image_pixel_kd(
 
     Memory and speed: the P x P matrices of all pairs are never held at once. Rows are processed ``block``
     at a time against all J images by :func:`segkd.losses.functional.relation_kl.similarity_kl_sum`
-    (hand-written gradient ``p_s - p_t``), so forward *and* backward peak memory grows with one block
-    (``block * J * P`` similarities) instead of ``A * J * P^2``; with more than one block, each block is
-    recomputed once in backward. Value and gradient equal the naive computation.
+    (hand-written gradient ``p_s - p_t``, accumulated during the forward sweep), so peak memory grows with
+    one block (``block * J * P`` similarities) instead of ``A * J * P^2`` and no block is computed twice.
+    Value and gradient equal the naive computation.
 
     Args:
         anchor_s: student feat of the anchor images, (A, Cs, h, w); raw (normalised here).
@@ -53,6 +55,9 @@ def cross_image_pixel_kd(
         temperature: tau of the similarity softmax (0.1 in CIRKD).
         block: anchor rows per block; None sizes blocks to about 4 Mi similarities
             (:func:`segkd.losses.functional.relation_kl.block_rows`).
+        matmul_dtype: None (exact, default) or ``torch.bfloat16`` / ``torch.float16`` for the similarity
+            and gradient products only (softmaxes and KL in float32; bound in
+            :mod:`segkd.losses.functional.relation_kl`).
     Returns:
         0-d tensor.
     """
@@ -67,7 +72,7 @@ def cross_image_pixel_kd(
     contrast_t = anchor_t if contrast_t is None else contrast_t
     rows_s, rows_t = _as_pixels(anchor_s).flatten(0, 1), _as_pixels(anchor_t).flatten(0, 1)
     cols_s, cols_t = _as_pixels(contrast_s), _as_pixels(contrast_t)
-    total = similarity_kl_sum(rows_s, cols_s, rows_t, cols_t, temperature, block)
+    total = similarity_kl_sum(rows_s, cols_s, rows_t, cols_t, temperature, block, matmul_dtype)
     return total / (rows_s.shape[0] * cols_s.shape[0])
 
 

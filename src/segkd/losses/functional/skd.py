@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from segkd.losses.blocked import AffinityMethod, affinity_sq_error_sum
+from segkd.losses.blocked import AffinityMethod, affinity_sq_error_sum, use_gram
 from segkd.losses.functional.common import check_rank, resize_to
+from segkd.losses.functional.skd_gram import streamed_gram_sq_error_sum
 
 PairPool = Literal["cirkd", "skd", "none"]
 AdvLoss = Literal["hinge", "wgan-gp"]
@@ -85,7 +86,9 @@ def pairwise_affinity_loss(
     1e-12)``) with the gradient through the norm. ``detach_norm`` overrides the detaching only.
     The (M x M) matrices are never all in memory: the error is reduced in row blocks of ``block_size``
     nodes or through channel Gram matrices, whichever is cheaper
-    (:func:`segkd.losses.blocked.affinity_sq_error_sum`).
+    (:func:`segkd.losses.blocked.affinity_sq_error_sum`); the Gram method streams over row bands of the
+    maps and never holds the pooled maps either
+    (:func:`segkd.losses.functional.skd_gram.streamed_gram_sq_error_sum`).
 
     Args:
         student_feat: (N, C_s, H_s, W_s).
@@ -108,16 +111,27 @@ def pairwise_affinity_loss(
     detach = default_detach_norm(pool) if detach_norm is None else detach_norm
     clamp = pool != "skd"
     eps = 1e-12 if clamp else 1e-8
-    nodes = []
-    for x in (s, teacher_feat):
+
+    def node_fn(x: Tensor) -> Tensor:  # (N, C, rows, W) -> normalised nodes (N, C, m)
         if normalize_first:
             x = l2_normalize_channels(x, detach, eps, clamp)
         x = skd_pool(x, pool, scale, reference_size=size)
         if not normalize_first:
             x = l2_normalize_channels(x, detach, eps, clamp)
-        nodes.append(x.flatten(2))  # (N, C, M)
-    n, _, m = nodes[1].shape
-    return affinity_sq_error_sum(nodes[0], nodes[1], block_size, method) / (n * m * m)
+        return x.flatten(2)
+
+    n, cs, ct = teacher_feat.shape[0], s.shape[1], teacher_feat.shape[1]
+    m = skd_pool(teacher_feat[:1, :1], pool, scale, reference_size=size).flatten(2).shape[-1]
+    if use_gram(cs, ct, m, method):
+        total = streamed_gram_sq_error_sum(s, teacher_feat, node_fn, _pool_window(pool, scale, size))
+    else:
+        total = affinity_sq_error_sum(node_fn(s), node_fn(teacher_feat), block_size, "blocked")
+    return total / (n * m * m)
+
+
+def _pool_window(pool: PairPool, scale: float, size: tuple[int, int]) -> int:
+    """Input rows of one pooling window of :func:`skd_pool` (bands of the streamed Gram method)."""
+    return {"cirkd": 2, "none": 1}.get(pool) or max(1, int(scale * size[0]))
 
 
 def adversarial_d_loss(d_real: Tensor, d_fake: Tensor, kind: AdvLoss = "hinge") -> Tensor:
