@@ -242,3 +242,21 @@ def test_cached_rows_write_the_cache_once_and_charge_its_cost(tmp_path: Path):
     assert saved["distill"]["teacher"]["cache"] == str(out / "cache" / "kd")
     assert saved["train"]["budget_precharge_s"] == cost  # --cache-cost charge (the default)
     assert "teacher cache s (once)" in (out / "compare.md").read_text()
+
+
+def test_term_gradient_norms_measure_each_weighted_term(tmp_path: Path):
+    from _engine_helpers import tiny_config
+    from segkd.compare.diagnose import term_gradient_norms
+    from segkd.engine import train
+
+    cfg = tiny_config(
+        tmp_path / "run",
+        iters=1,
+        distill__teacher__name="test_tiny_teacher",
+        distill__allow_untrained_teacher="true",
+        distill__losses="[{name: kd, weight: 1.0}, {name: dist, weight: 0.0}]",
+    )
+    norms = term_gradient_norms(train(cfg))
+    assert set(norms) == {"ce", "aux_ce", "kd", "dist"}
+    assert norms["ce"] > 0 and norms["kd"] > 0
+    assert norms["dist"] == 0.0  # weight 0: no pull on the student

@@ -30,6 +30,7 @@ def demo_notes(plan: ComparePlan, results: list[RunResult]) -> list[str]:
     """One line on the setting and the teacher, then one per method: helps (interval above zero), hurts
     (below zero) or not shown."""
     s = plan.methods[0].config["data"]["options"]["num_samples"]
+    expected = len(plan.matches) * len(plan.seeds) * len(plan.methods)
     teacher = teacher_miou(plan)
     lines = [
         f"Setting: the student has {s['train']} labelled images; distilled students also see "
@@ -50,7 +51,17 @@ def demo_notes(plan: ComparePlan, results: list[RunResult]) -> list[str]:
                 verdict = "hurts"
             else:
                 verdict = "is not shown to help (the interval contains zero)"
-            lines.append(
-                f"{match}-matched {method} {verdict}: {interval}, {row['iters']:.0f} steps on average."
-            )
+            line = f"{match}-matched {method} {verdict}: {interval}, {row['iters']:.0f} steps on average."
+            if not gain["significant"] and len(results) == expected:
+                line += " " + _gradient_reason(plan.run_dir(match, method, plan.seeds[0]))
+            lines.append(line)
     return lines
+
+
+def _gradient_reason(run_dir: Any) -> str:
+    """The measured size of each term's gradient on the trained student (one batch, seed 0's run)."""
+    from segkd.compare.diagnose import term_gradient_norms
+
+    norms = term_gradient_norms(run_dir)
+    listed = ", ".join(f"{name} {value:.3g}" for name, value in norms.items())
+    return f"Gradient norm of each weighted term on the student (seed 0, one batch): {listed}."
