@@ -13,7 +13,8 @@ from segkd.losses import LOSSES
 def test_demo_plan_is_a_fair_comparison(tmp_path: Path):
     setting = SETTINGS["default"]
     plan = demo_plan(setting, tmp_path / "demo")
-    assert [m.key for m in plan.methods] == [BASELINE, "kd", "cwd", "dist", "cirkd"]
+    assert [m.key for m in plan.methods] == [BASELINE, "kd", "cwd", "dist", "cirkd", "kd@cache"]
+    assert plan.methods[-1].cached and plan.cache_cost == "amortize"
     assert plan.matches == ["time"] and len(plan.seeds) >= 3 and plan.budget == setting.budget
     base = plan.methods[0].config
     assert base["data"]["unlabeled"] is None or not base["data"]["unlabeled"].get("split")

@@ -1,7 +1,8 @@
 """``segkd demo [--quick]``: a fair comparison of distillation methods on built-in data, on a CPU.
 
 Trains a teacher once, then a student baseline with few labelled images and the student distilled with
-pixel KD, CWD on features, DIST and CIRKD (which also learn from unlabelled images through the teacher),
+pixel KD, CWD on features, DIST and CIRKD (which also learn from unlabelled images through the teacher)
+and pixel KD from a teacher cache,
 over 3 seeds at equal compute, and prints each method's mean ± std and the gain's 95 % confidence
 interval; ``compare.md``, ``compare.json`` and plots go to the output folder.
 """
@@ -24,16 +25,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         default=None,
         metavar="NAME",
-        help="subset of kd cwd dist cirkd (default: all)",
+        help="subset of kd cwd dist cirkd kd@cache (default: all)",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from segkd.demo.pipeline import METHODS, run_demo
+    from segkd.demo.pipeline import CACHED_METHODS, METHODS, run_demo
 
-    known = list(METHODS)
+    known = [*METHODS, *CACHED_METHODS]
     unknown = [m for m in args.methods or [] if m not in known]
     if unknown:
         raise ValueError(f"unknown demo method(s) {unknown}; choose from {known}")
