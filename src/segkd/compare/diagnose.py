@@ -18,6 +18,7 @@ from segkd.checkpoint_io import read_checkpoint
 from segkd.config import from_dict
 from segkd.config_schema import ExperimentConfig
 from segkd.engine import builder
+from segkd.engine.distiller import cached_maps
 from segkd.rundir import RunDir
 
 
@@ -37,7 +38,7 @@ def term_gradient_norms(run_dir: str | Path, data: builder.DataBundle | None = N
     distiller.shared.load_state_dict(state.get("shared", {}))
     distiller.train()
     batch = next(builder.build_train_iterator(data, cfg, 0, 1))
-    result = distiller.compute(batch["image"], batch["label"], batch.get("labeled"))
+    result = distiller.compute(batch["image"], batch["label"], batch.get("labeled"), cached_maps(batch))
     params = [p for p in distiller.student.parameters() if p.requires_grad]
     norms = {}
     for name, value in result.terms.items():
