@@ -38,7 +38,9 @@ def term_gradient_norms(run_dir: str | Path, data: builder.DataBundle | None = N
     distiller.shared.load_state_dict(state.get("shared", {}))
     distiller.train()
     batch = next(builder.build_train_iterator(data, cfg, 0, 1))
-    result = distiller.compute(batch["image"], batch["label"], batch.get("labeled"), cached_maps(batch))
+    with torch.random.fork_rng(devices=[]):  # the heads' dropout: the same mask on every call
+        torch.manual_seed(cfg.train.seed)
+        result = distiller.compute(batch["image"], batch["label"], batch.get("labeled"), cached_maps(batch))
     params = [p for p in distiller.student.parameters() if p.requires_grad]
     norms = {}
     for name, value in result.terms.items():
