@@ -160,11 +160,13 @@ def test_measure_student_step_leaves_the_student_and_the_rng_alone():
                 "image": torch.randn(2, 3, 16, 16, generator=generator),
                 "label": torch.randint(0, 3, (2, 16, 16), generator=generator),
             }
-            for _ in range(3)
+            for _ in range(5)
         ]
     )
     state = torch.get_rng_state()
-    seconds = budget_module.measure_student_step(model, batches, torch.device("cpu"), "adamw", repeats=2)
+    seconds = budget_module.measure_student_step(
+        model, batches, torch.device("cpu"), "adamw", repeats=2, warmup=3
+    )
     assert seconds > 0
     assert torch.equal(torch.get_rng_state(), state)
     for key, value in model.state_dict().items():

@@ -141,7 +141,8 @@ def measure_student_step(
     device: torch.device,
     optimizer: str = "sgd",
     aux_weight: float = 0.4,
-    repeats: int = 5,
+    repeats: int = 7,
+    warmup: int = 3,
 ) -> float:
     """Median seconds of one plain training iteration of a copy of ``student``: what a baseline iteration
     costs on this machine now.
@@ -149,8 +150,11 @@ def measure_student_step(
     One iteration: the next labelled batch from ``batches`` (the run's data pipeline: decoding and
     augmentation included), forward, cross-entropy of the upsampled logits (+ ``aux_weight`` x the aux
     head's), backward, an update by ``optimizer`` (``sgd`` or ``adamw``). A copy is timed, so the run's
-    weights, BN statistics and RNG stream are untouched; one warm-up iteration, then the median of
-    ``repeats``. Under torch.distributed the ranks' medians are averaged, so every rank uses one value.
+    weights, BN statistics and RNG stream are untouched. The median of ``repeats`` iterations after
+    ``warmup`` ones (several: a dataset that caches its first reads, like the in-memory synthetic one, is
+    slow on its first batches only; measured in the demo: with one warm-up iteration that inflated the step
+    cost up to 2x, and the time-matched baseline's steps with it). Under torch.distributed the ranks'
+    medians are averaged, so every rank uses one value.
     """
     model = copy.deepcopy(student).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -175,7 +179,8 @@ def measure_student_step(
 
     # The copy's dropout draws from the global RNG: fork it so the run's stream is unchanged.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        step()
+        for _ in range(warmup):
+            step()
         seconds = statistics.median(step() for _ in range(repeats))
     if is_dist_initialized():
         value = torch.tensor([seconds], dtype=torch.float64, device=device)
