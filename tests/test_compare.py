@@ -133,8 +133,13 @@ def test_compare_writes_statistics_that_match_the_runs(finished: tuple[Path, Pat
             assert summary["miou"] == run["miou"], key
         if match == "iters":
             assert all(r["iters"] == 2 for r in runs.values())
-        else:
-            assert all(r["student_step_s"] > 0 for r in runs.values())
+        else:  # --time-by ratio (default): kd's step ratio measured once, both seeds train budget / ratio
+            costs = json.loads((out / "time" / "step_costs.json").read_text())
+            assert set(costs) == {"kd"} and costs["kd"]["ratio"] > 0
+            assert runs[("baseline", 0)]["iters"] == runs[("baseline", 1)]["iters"] == 2
+            expected = max(1, round(2 / costs["kd"]["ratio"]))
+            assert runs[("kd", 0)]["iters"] == runs[("kd", 1)]["iters"] == expected
+            assert data["results"]["time"]["kd"]["planned_ratio"] == pytest.approx(costs["kd"]["ratio"])
         kd = data["results"][match]["kd"]
         diffs = [runs[("kd", s)]["miou"] - runs[("baseline", s)]["miou"] for s in (0, 1)]
         assert kd["gain"]["mean"] == pytest.approx(sum(diffs) / 2)
@@ -211,7 +216,8 @@ def test_missing_teacher_is_refused_before_training(tmp_path: Path, capsys: pyte
         ).write_text("distill:\n  losses: [{name: kd}]\n") else None
 
 
-def test_cached_rows_write_the_cache_once_and_charge_its_cost(tmp_path: Path):
+@pytest.mark.parametrize("time_by", ["ratio", "clock"])
+def test_cached_rows_write_the_cache_once_and_charge_its_cost(tmp_path: Path, time_by: str):
     recipes = _recipes(tmp_path / "recipes")
     out = tmp_path / "out"
     args = [
@@ -229,6 +235,8 @@ def test_cached_rows_write_the_cache_once_and_charge_its_cost(tmp_path: Path):
         str(out),
         "--teacher-config",
         str(recipes / "teacher.yaml"),
+        "--time-by",
+        time_by,
     ]
     assert cli_main(args) == 0
     cost = json.loads((out / "cache" / "kd" / "compare_cost.json").read_text())["write_seconds"]
@@ -240,7 +248,12 @@ def test_cached_rows_write_the_cache_once_and_charge_its_cost(tmp_path: Path):
 
     saved = yaml.safe_load((out / "time" / "kd@cache" / "seed1" / "config.yaml").read_text())
     assert saved["distill"]["teacher"]["cache"] == str(out / "cache" / "kd")
-    assert saved["train"]["budget_precharge_s"] == cost  # --cache-cost charge (the default)
+    if time_by == "clock":
+        assert saved["train"]["budget_precharge_s"] == cost  # --cache-cost charge (the default)
+    else:  # the cost, in student steps, comes off the budget before it is divided by the step ratio
+        step = json.loads((out / "time" / "step_costs.json").read_text())["kd@cache"]
+        left = 2 - cost / step["student_step_s"]
+        assert saved["train"]["iters"] == max(1, round(left / step["ratio"]))
     assert "teacher cache s (once)" in (out / "compare.md").read_text()
 
 

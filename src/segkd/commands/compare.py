@@ -41,6 +41,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="iterations (iters) or student-step equivalents (time) per run; "
         "default: the baseline's train.iters",
     )
+    parser.add_argument(
+        "--time-by",
+        choices=["ratio", "clock"],
+        default="ratio",
+        help="time matching: each method's step ratio measured once, every seed then trains budget/ratio "
+        "iterations (ratio, default: seeds differ by their seed alone), or each run's own clock (clock)",
+    )
+    parser.add_argument(
+        "--cache-cost",
+        choices=["charge", "amortize", "free"],
+        default="charge",
+        help="<method>@cache rows under --match time: charge each run the cache's one-off cost (charge), "
+        "a share per seed (amortize), or nothing (free)",
+    )
     parser.add_argument("--teacher-config", help="train this teacher once and distil every method from it")
     parser.add_argument("--output", help="output folder (default runs/compare/<config name>)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -62,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         args.output,
         args.teacher_config,
         args.overrides,
+        args.cache_cost,
+        args.time_by,
     )
     try:
         run_compare(plan, header={"title": str(args.config), "command": shlex.join(["segkd", *sys.argv[1:]])})

@@ -8,10 +8,17 @@ resolved config with ``train.seed``, the matched budget and its own ``output_dir
 Matchings (``--match``):
 - ``iters``: every run trains the same number of iterations (``budget``, default: the baseline's
   ``train.iters``), what papers usually report;
-- ``time``: every run gets the same budget in *student-step equivalents* (``train.budget`` with
-  ``train.budget_unit=student_steps``, :mod:`segkd.engine.budget`): the wall-clock time in which the
-  plain student does ``budget`` steps on that machine. A distilled step also runs the teacher, so the
-  distilled student gets fewer steps than the baseline, as at equal wall-clock on any hardware.
+- ``time``: every run gets the same budget in *student-step equivalents*: the wall-clock time in which
+  the plain student does ``budget`` steps on that machine. A distilled step also runs the teacher, so the
+  distilled student gets fewer steps than the baseline, as at equal wall-clock on any hardware. How that
+  time becomes steps (``time_by``, ``--time-by``):
+
+  - ``ratio`` (default): the step ratio ``r`` of each method (the cost of its iteration over the plain
+    student step) is measured once (:mod:`segkd.engine.step_cost`, kept in ``time/step_costs.json``)
+    and every seed trains ``round(budget / r)`` iterations, so seeds differ by their seed alone;
+  - ``clock``: each run charges its own clock (``train.budget_unit=student_steps``,
+    :mod:`segkd.engine.budget`), so its step count also moves with the machine's load while it runs.
+    Multi-stage recipes (KA) are always timed so (their stages share one clock).
 """
 
 from __future__ import annotations
@@ -23,9 +30,11 @@ from typing import Any
 
 from segkd.config import ConfigError, apply_override, from_dict, parse_override, read_yaml, to_dict
 from segkd.config_schema import ExperimentConfig, TeacherConfig
+from segkd.engine.step_cost import StepCost
 
 BASELINE = "baseline"
 MATCHES = ("iters", "time")
+TIME_BY = ("ratio", "clock")
 CACHE_COSTS = ("charge", "amortize", "free")
 CACHED = "@cache"
 
@@ -72,6 +81,8 @@ class ComparePlan:
     teacher: dict[str, Any] | None = None
     cache_cost: str = "charge"  # charge | amortize | free: the cache's one-off cost in time-matched budgets
     cache_codec: str = "float16"  # storage of the teacher caches (segkd cache-teacher --codec)
+    time_by: str = "ratio"  # ratio | clock: how a time-matched budget becomes steps (module docstring)
+    step_costs: dict[str, StepCost] = field(default_factory=dict)  # measured once per method (``ratio``)
 
     def __post_init__(self) -> None:
         if not self.methods or self.methods[0].key != BASELINE:
@@ -86,6 +97,8 @@ class ComparePlan:
             )
         if not self.seeds:
             raise ConfigError("compare: --seeds must be at least 1")
+        if self.time_by not in TIME_BY:
+            raise ConfigError(f"compare: --time-by must be one of {', '.join(TIME_BY)}, got {self.time_by!r}")
         if self.cache_cost not in CACHE_COSTS:
             raise ConfigError(f"compare: --cache-cost must be one of {', '.join(CACHE_COSTS)}")
         if self.budget <= 0:
@@ -101,6 +114,10 @@ class ComparePlan:
     def cache_dir(self, method: MethodSpec) -> Path:
         """The teacher cache of a ``<method>@cache`` row (one per method: it stores what its terms read)."""
         return self.output / "cache" / method.base_key
+
+    def by_ratio(self, method: MethodSpec) -> bool:
+        """True when ``method``'s time-matched runs train the iterations its measured step ratio gives."""
+        return self.time_by == "ratio" and method.key != BASELINE and not method.config.get("stages")
 
     def precharge(self, cache_seconds: float) -> float:
         """Seconds of a cache's one-off cost charged to each time-matched run using it (``cache_cost``):
@@ -125,18 +142,23 @@ class ComparePlan:
         raw["output_dir"] = str(self.run_dir(match, method.key, seed))
         raw["train"]["seed"] = seed
         raw["train"]["resume"] = "auto"  # a killed comparison continues each run where it stopped
-        if match == "iters":
-            raw["train"]["iters"], raw["train"]["budget"] = int(self.budget), 0.0
+        precharge_s = self.precharge(cache_seconds) if method.cached and cache_seconds is not None else 0.0
+        if match == "iters" or (self.time_by == "ratio" and method.key == BASELINE):
+            raw["train"]["iters"], raw["train"]["budget"] = int(self.budget), 0.0  # r = 1 by definition
+        elif self.by_ratio(method):
+            if method.key not in self.step_costs:
+                raise RuntimeError(f"compare: the step cost of '{method.key}' was not measured")
+            iters = self.step_costs[method.key].iterations(self.budget, precharge_s)
+            raw["train"]["iters"], raw["train"]["budget"] = iters, 0.0
         else:
             raw["train"]["budget"], raw["train"]["budget_unit"] = float(self.budget), "student_steps"
+            raw["train"]["budget_precharge_s"] = precharge_s
         if method.distilled and teacher_ckpt is not None:
             if self.teacher is not None:  # the teacher trained here: its network, its weights
                 raw["distill"]["teacher"].update(self.teacher["model"])
             raw["distill"]["teacher"]["checkpoint"] = teacher_ckpt
         if method.cached and cache_seconds is not None:
             raw["distill"]["teacher"]["cache"] = str(self.cache_dir(method))
-            if match == "time":
-                raw["train"]["budget_precharge_s"] = self.precharge(cache_seconds)
         for stage in raw.get("stages") or []:
             stage.setdefault("train", {}).pop("iters", None)  # stages share the matched budget
         return from_dict(ExperimentConfig, raw)
@@ -189,6 +211,7 @@ def plan_from_files(
     teacher_config: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     cache_cost: str = "charge",
+    time_by: str = "ratio",
 ) -> ComparePlan:
     """A plan from recipe files: ``config`` is a folder of recipes (``baseline.yaml``, ``kd.yaml`` ...)
     or the baseline's file; a method is a recipe file in that folder or a loss bundle
@@ -223,4 +246,6 @@ def plan_from_files(
         if output
         else Path("runs") / "compare" / (config.stem if config.is_file() else config.name)
     )
-    return ComparePlan(out, specs, list(range(seeds)), matches, budget, teacher, cache_cost)
+    return ComparePlan(
+        out, specs, list(range(seeds)), matches, budget, teacher, cache_cost, time_by=time_by
+    )

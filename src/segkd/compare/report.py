@@ -39,6 +39,7 @@ def analyse(results: list[RunResult]) -> dict[str, dict[str, dict[str, Any]]]:
             if method != BASELINE and base.keys() & mine.keys():
                 gain = paired_gain({s: r.miou for s, r in mine.items()}, {s: r.miou for s, r in base.items()})
             ratios = [mine[s].step_s / base[s].step_s for s in mine if s in base and base[s].step_s > 0]
+            planned = [r.planned_ratio for r in mine.values() if r.planned_ratio is not None]
             rows[method] = {
                 "miou": {str(s): r.miou for s, r in sorted(mine.items())},
                 "mean": miou.mean,
@@ -48,8 +49,11 @@ def analyse(results: list[RunResult]) -> dict[str, dict[str, dict[str, Any]]]:
                 "train_time_s": summarize([r.train_time_s for r in mine.values()]).mean,
                 "iters": summarize([float(r.iters) for r in mine.values()]).mean,
                 "step_ratio": summarize(ratios).mean if ratios else None,
+                "planned_ratio": planned[0] if planned else None,  # time-matched by ratio
                 "cache_s": summarize([r.cache_s for r in mine.values()]).mean,
             }
+        if BASELINE in rows and any(row["planned_ratio"] is not None for row in rows.values()):
+            rows[BASELINE]["planned_ratio"] = 1.0  # the unit of the budget
         table[match] = rows
     return table
 
@@ -71,18 +75,24 @@ def _gain_cell(gain: dict[str, Any] | None) -> tuple[str, str]:
 def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
     """One matching's table (GitHub Markdown)."""
     cached = any(row.get("cache_s") for row in rows.values())
+    planned = any(row.get("planned_ratio") is not None for row in rows.values())
     lines = [
         "| method | seeds | val mIoU (mean ± std) | gain over baseline [95% CI] | helps? | train s | iters "
-        "| step ratio |" + (" teacher cache s (once) |" if cached else ""),
-        "|---|---|---|---|---|---|---|---|" + ("---|" if cached else ""),
+        "| step ratio |"
+        + (" matched ratio |" if planned else "")
+        + (" teacher cache s (once) |" if cached else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if planned else "") + ("---|" if cached else ""),
     ]
     for method, row in rows.items():
         gain, verdict = _gain_cell(row["gain"])
         ratio = "" if row["step_ratio"] is None else f"{row['step_ratio']:.2f}"
+        matched = ""
+        if planned:
+            matched = " clock |" if row.get("planned_ratio") is None else f" {row['planned_ratio']:.2f} |"
         cache = (f" {row['cache_s']:.1f} |" if row.get("cache_s") else " |") if cached else ""
         lines.append(
             f"| {method} | {row['n']} | {_pm(row['mean'], row['std'])} | {gain} | {verdict} "
-            f"| {row['train_time_s']:.1f} | {row['iters']:.0f} | {ratio} |{cache}"
+            f"| {row['train_time_s']:.1f} | {row['iters']:.0f} | {ratio} |{matched}{cache}"
         )
     return "\n".join(lines)
 
@@ -124,7 +134,9 @@ def _markdown(data: dict[str, Any], table: dict[str, Any], figures: list[Path], 
     parts.append(
         "Gain: the method's val mIoU minus the baseline's of the same seed, mean over seeds with its 95 % "
         "Student-t confidence interval; *helps* when the whole interval is above zero. Step ratio: seconds "
-        "per iteration over the baseline's (same seed)."
+        "per iteration over the baseline's (same seed). Matched ratio: the step ratio measured once per "
+        "method before training (its iteration's cost over the plain student step's, timed alternately); a "
+        "time-matched run trains budget / matched ratio iterations (*clock*: the run charged its own clock)."
     )
     for match, rows in table.items():
         parts += ["", f"## {_MATCH_TEXT.get(match, match)}", "", markdown_table(rows)]

@@ -28,6 +28,7 @@ from segkd.engine import train
 from segkd.engine.builder import DataBundle, build_data
 from segkd.engine.checkpoint import changed_settings
 from segkd.engine.stages import stage_configs
+from segkd.engine.step_cost import StepCost, measure_step_cost
 from segkd.rundir import RunDir
 
 # Keys that name a run rather than set it (they differ between a plan and its saved config by design).
@@ -49,6 +50,7 @@ class RunResult:
     student_step_s: float | None
     reused: bool
     cache_s: float = 0.0  # one-off cost of the teacher cache a ``@cache`` row trains from (shown apart)
+    planned_ratio: float | None = None  # the step ratio measured once (time-matched by ratio), else None
 
 
 class DataCache:
@@ -117,6 +119,34 @@ def ensure_caches(plan: ComparePlan, teacher_ckpt: str | None) -> dict[str, floa
     return costs
 
 
+def ensure_step_costs(
+    plan: ComparePlan,
+    teacher_ckpt: str | None,
+    caches: dict[str, float],
+    data: Callable[[ExperimentConfig], DataBundle],
+) -> None:
+    """Measure once the step cost of every method time-matched by ratio (:mod:`segkd.engine.step_cost`)
+    and fill ``plan.step_costs``. The measurements are kept in ``time/step_costs.json``: a comparison
+    continued later reuses them, so its runs keep the iteration counts they started with."""
+    if "time" not in plan.matches:
+        return
+    record = plan.output / "time" / "step_costs.json"
+    saved = json.loads(record.read_text()) if record.is_file() else {}
+    for method in (m for m in plan.methods if plan.by_ratio(m)):
+        if method.key in saved:
+            cost = StepCost(saved[method.key]["student_step_s"], saved[method.key]["step_s"])
+        else:
+            _announce(f"measuring the step cost of {method.key} (time-matched by step ratio)")
+            cfg = plan.run_config(method, plan.seeds[0], "iters", teacher_ckpt, caches.get(method.key))
+            cost = measure_step_cost(cfg, data(cfg))
+            saved[method.key] = cost.as_dict()
+            if is_main_process():
+                record.parent.mkdir(parents=True, exist_ok=True)
+                record.write_text(json.dumps(saved, indent=2))
+            barrier()
+        plan.step_costs[method.key] = cost
+
+
 def run_plan(
     plan: ComparePlan,
     data: Callable[[ExperimentConfig], DataBundle] | None = None,
@@ -128,6 +158,7 @@ def run_plan(
     check_teachers(plan)
     teacher_ckpt = ensure_teacher(plan, data)
     caches = ensure_caches(plan, teacher_ckpt)
+    ensure_step_costs(plan, teacher_ckpt, caches, data)
     results: list[RunResult] = []
     total = len(plan.matches) * len(plan.seeds) * len(plan.methods)
     for match in plan.matches:
@@ -138,6 +169,8 @@ def run_plan(
                 _announce(f"[{len(results) + 1}/{total}] {match}-matched {method.key}, seed {seed}")
                 results.append(run_one(cfg, method.key, seed, match, data))
                 results[-1].cache_s = cache_s or 0.0
+                if match == "time" and method.key in plan.step_costs:
+                    results[-1].planned_ratio = plan.step_costs[method.key].ratio
                 if on_result is not None:
                     on_result(results)
     return results

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,26 +135,19 @@ class Budget:
         return text
 
 
-def measure_student_step(
+def plain_step_timer(
     student: nn.Module,
     batches: Iterator[dict[str, torch.Tensor]],
     device: torch.device,
     optimizer: str = "sgd",
     aux_weight: float = 0.4,
-    repeats: int = 7,
-    warmup: int = 3,
-) -> float:
-    """Median seconds of one plain training iteration of a copy of ``student``: what a baseline iteration
-    costs on this machine now.
+) -> Callable[[], float]:
+    """A function that runs one plain training iteration of a copy of ``student`` and returns its seconds.
 
     One iteration: the next labelled batch from ``batches`` (the run's data pipeline: decoding and
     augmentation included), forward, cross-entropy of the upsampled logits (+ ``aux_weight`` x the aux
-    head's), backward, an update by ``optimizer`` (``sgd`` or ``adamw``). A copy is timed, so the run's
-    weights, BN statistics and RNG stream are untouched. The median of ``repeats`` iterations after
-    ``warmup`` ones (several: a dataset that caches its first reads, like the in-memory synthetic one, is
-    slow on its first batches only; measured in the demo: with one warm-up iteration that inflated the step
-    cost up to 2x, and the time-matched baseline's steps with it). Under torch.distributed the ranks'
-    medians are averaged, so every rank uses one value.
+    head's), backward, an update by ``optimizer`` (``sgd`` or ``adamw``). A copy is trained, so the run's
+    weights and BN statistics are untouched (the caller forks the RNG: the copy's dropout draws from it).
     """
     model = copy.deepcopy(student).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -173,17 +166,47 @@ def measure_student_step(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         return time.perf_counter() - tic
 
-    # The copy's dropout draws from the global RNG: fork it so the run's stream is unchanged.
+    return step
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued CUDA work, so that a timer measures it (nothing on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def mean_over_ranks(seconds: float, device: torch.device) -> float:
+    """``seconds`` averaged over the ranks under torch.distributed (every rank then uses one value)."""
+    if not is_dist_initialized():
+        return seconds
+    value = torch.tensor([seconds], dtype=torch.float64, device=device)
+    all_reduce(value, "mean")
+    return float(value.item())
+
+
+def measure_student_step(
+    student: nn.Module,
+    batches: Iterator[dict[str, torch.Tensor]],
+    device: torch.device,
+    optimizer: str = "sgd",
+    aux_weight: float = 0.4,
+    repeats: int = 7,
+    warmup: int = 3,
+) -> float:
+    """Median seconds of one plain training iteration (:func:`plain_step_timer`) of a copy of ``student``:
+    what a baseline iteration costs on this machine now.
+
+    The median of ``repeats`` iterations after ``warmup`` ones (several: a dataset that caches its first
+    reads, like the in-memory synthetic one, is slow on its first batches only; measured in the demo: with
+    one warm-up iteration that inflated the step cost up to 2x, and the time-matched baseline's steps with
+    it). The run's RNG stream is unchanged. Under torch.distributed the ranks' medians are averaged.
+    """
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        step = plain_step_timer(student, batches, device, optimizer, aux_weight)
         for _ in range(warmup):
             step()
         seconds = statistics.median(step() for _ in range(repeats))
-    if is_dist_initialized():
-        value = torch.tensor([seconds], dtype=torch.float64, device=device)
-        all_reduce(value, "mean")
-        seconds = float(value.item())
-    return seconds
+    return mean_over_ranks(seconds, device)
