@@ -92,6 +92,17 @@ def test_cache_option_gives_the_same_samples_and_protects_them():
     assert np.array_equal(again[0], plain.load(1)[0]) and np.array_equal(again[1], plain.load(1)[1])
 
 
+def test_cache_generates_every_sample_when_built(monkeypatch: pytest.MonkeyPatch):
+    """Nothing is generated during training (a time-matched comparison would charge it to the first run)."""
+    cached = SyntheticDataset(split="train", num_samples=4, image_size=32, cache=True)
+
+    def generate(self: SyntheticDataset, index: int) -> None:
+        raise AssertionError(f"sample {index} generated after the dataset was built")
+
+    monkeypatch.setattr(SyntheticDataset, "_generate", generate)
+    assert [cached.load(i)[2] for i in range(4)] == [cached.load(i)[2] for i in range(4)]
+
+
 def test_num_samples_per_split():
     counts = {"train": 5, "val": 9}
     assert len(SyntheticDataset(split="train", num_samples=counts, image_size=32)) == 5

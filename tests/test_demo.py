@@ -7,21 +7,27 @@ from pathlib import Path
 
 from segkd.compare import BASELINE
 from segkd.demo.pipeline import METHODS, SETTINGS, demo_plan, unused_output_dir
+from segkd.demo.report import demo_header
+from segkd.engine.step_cost import StepCost
 from segkd.losses import LOSSES
 
 
 def test_demo_plan_is_a_fair_comparison(tmp_path: Path):
     setting = SETTINGS["default"]
     plan = demo_plan(setting, tmp_path / "demo")
-    assert [m.key for m in plan.methods] == [BASELINE, "kd", "cwd", "dist", "cirkd", "kd@cache"]
-    assert plan.methods[-1].cached and plan.cache_cost == "amortize"
+    assert [m.key for m in plan.methods] == [BASELINE, "kd", "cwd", "dist", "cirkd"]
     assert plan.matches == ["time"] and len(plan.seeds) >= 3 and plan.budget == setting.budget
+    assert plan.time_by == "ratio"  # every seed of a method trains the same steps (measured step ratio)
+    cached = demo_plan(setting, tmp_path / "cached", ["kd", "kd@cache"])
+    assert cached.methods[-1].cached and cached.cache_cost == "amortize"
+    for method in plan.methods[1:]:
+        plan.step_costs[method.key] = StepCost(student_step_s=0.04, step_s=0.05)  # ratio 1.25
     base = plan.methods[0].config
     assert base["data"]["unlabeled"] is None or not base["data"]["unlabeled"].get("split")
     assert base["data"]["options"]["num_samples"]["train"] == setting.labeled
     for method in plan.methods[1:]:
         cfg = plan.run_config(method, seed=1, match="time", teacher_ckpt="t.pt")
-        assert cfg.train.budget == setting.budget and cfg.train.budget_unit == "student_steps"
+        assert cfg.train.iters == round(setting.budget / 1.25) and cfg.train.budget == 0
         assert cfg.train.seed == 1 and cfg.distill.teacher.checkpoint == "t.pt"
         assert cfg.distill.teacher.name == "demo_teacher"
         assert cfg.model.options == {"kernel_sizes": [3, 3, 3, 3]}
@@ -29,6 +35,15 @@ def test_demo_plan_is_a_fair_comparison(tmp_path: Path):
     teacher = plan.teacher_config()
     assert teacher.data.options["num_samples"]["train"] == setting.teacher_images and teacher.train.seed == 0
     assert all(t["name"] in LOSSES for terms in METHODS.values() for t in terms)
+
+
+def test_demo_header_names_the_command_that_ran():
+    setting = SETTINGS["default"]
+    assert demo_header(setting, False)["command"] == "segkd demo"
+    assert demo_header(setting, True, ["kd", "kd@cache"], ["iters", "time"])["command"] == (
+        "segkd demo --quick --methods kd kd@cache --match both"
+    )
+    assert demo_plan(setting, Path("x"), ["cirkd"], ["iters"]).matches == ["iters"]
 
 
 def test_demo_never_writes_over_an_earlier_demo(tmp_path: Path):

@@ -32,12 +32,13 @@ def test_measure_step_cost_writes_nothing_and_leaves_the_rng_alone(tmp_path: Pat
         distill__allow_untrained_teacher="true",
         distill__losses="[{name: kd, weight: 1.0}]",
     )
+    baseline = tiny_config(tmp_path / "baseline", iters=1000)
     torch.manual_seed(5)
     state = torch.get_rng_state()
-    cost = measure_step_cost(cfg, rounds=2, per_round=1, warmup=1)
+    cost = measure_step_cost(cfg, baseline, rounds=2, per_round=1, warmup=1)
     assert cost.student_step_s > 0 and cost.step_s > 0 and cost.ratio > 0
     assert torch.equal(torch.get_rng_state(), state)
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "baseline").exists()
 
 
 def _spec(key: str, tmp_path: Path, **extra: object) -> MethodSpec:

@@ -25,7 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         default=None,
         metavar="NAME",
-        help="subset of kd cwd dist cirkd kd@cache (default: all)",
+        help="rows besides the baseline, from kd cwd dist cirkd kd@cache (default: kd cwd dist cirkd)",
+    )
+    parser.add_argument(
+        "--match",
+        choices=["time", "iters", "both"],
+        default="time",
+        help="equal compute (time, default), equal iterations (iters), or both",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     parser.set_defaults(func=run)
@@ -38,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     unknown = [m for m in args.methods or [] if m not in known]
     if unknown:
         raise ValueError(f"unknown demo method(s) {unknown}; choose from {known}")
-    result = run_demo(args.output, quick=args.quick, methods=args.methods)
+    matches = ["iters", "time"] if args.match == "both" else [args.match]
+    result = run_demo(args.output, quick=args.quick, methods=args.methods, matches=matches)
     print(f"segkd demo: report written to {result['report']} ({result['total_time_s']:.0f} s in all)")
     for line in result.get("notes", []):
         print(f"  {line}")

@@ -138,7 +138,8 @@ def ensure_step_costs(
         else:
             _announce(f"measuring the step cost of {method.key} (time-matched by step ratio)")
             cfg = plan.run_config(method, plan.seeds[0], "iters", teacher_ckpt, caches.get(method.key))
-            cost = measure_step_cost(cfg, data(cfg))
+            base = plan.run_config(plan.methods[0], plan.seeds[0], "iters", teacher_ckpt)
+            cost = measure_step_cost(cfg, base, data(cfg), data(base))
             saved[method.key] = cost.as_dict()
             if is_main_process():
                 record.parent.mkdir(parents=True, exist_ok=True)

@@ -7,16 +7,22 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from segkd.compare import ComparePlan, RunResult
+from segkd.compare import BASELINE, ComparePlan, RunResult
 from segkd.compare.report import analyse
 from segkd.rundir import RunDir
 
 
-def demo_header(setting: Any, quick: bool) -> dict[str, Any]:
-    """Entries of ``compare.json`` describing the demo's setting."""
+def demo_header(
+    setting: Any, quick: bool, methods: list[str] | None = None, matches: list[str] | None = None
+) -> dict[str, Any]:
+    """Entries of ``compare.json`` describing the demo's setting and the command that ran it."""
+    command = "segkd demo" + (" --quick" if quick else "")
+    command += f" --methods {' '.join(methods)}" if methods else ""
+    if matches and matches != ["time"]:
+        command += " --match " + ("both" if len(matches) > 1 else matches[0])
     return {
         "title": "segkd demo" + (" --quick (smoke run: accuracy near chance)" if quick else ""),
-        "command": "segkd demo" + (" --quick" if quick else ""),
+        "command": command,
         "setting": asdict(setting),
     }
 
@@ -53,9 +59,21 @@ def demo_notes(plan: ComparePlan, results: list[RunResult]) -> list[str]:
                 verdict = "is not shown to help (the interval contains zero)"
             line = f"{match}-matched {method} {verdict}: {interval}, {row['iters']:.0f} steps on average."
             if not gain["significant"] and len(results) == expected:
+                line += _cost_reason(row, rows.get(BASELINE))
                 line += " " + _gradient_reason(plan.run_dir(match, method, plan.seeds[0]))
             lines.append(line)
     return lines
+
+
+def _cost_reason(row: dict[str, Any], baseline: dict[str, Any] | None) -> str:
+    """The step ratio a time-matched row was trained at, and the steps it got against the baseline's."""
+    ratio = row.get("planned_ratio")
+    if ratio is None or baseline is None:
+        return ""
+    return (
+        f" Its step costs {ratio:.2f}x the plain student step, so at equal compute it trains "
+        f"{row['iters']:.0f} steps against the baseline's {baseline['iters']:.0f}."
+    )
 
 
 def _gradient_reason(run_dir: Any) -> str:
