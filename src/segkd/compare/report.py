@@ -135,7 +135,7 @@ def _markdown(data: dict[str, Any], table: dict[str, Any], figures: list[Path], 
         "Gain: the method's val mIoU minus the baseline's of the same seed, mean over seeds with its 95 % "
         "Student-t confidence interval; *helps* when the whole interval is above zero. Step ratio: seconds "
         "per iteration over the baseline's (same seed). Matched ratio: the step ratio measured once per "
-        "method before training (its iteration's cost over the plain student step's, timed alternately); a "
+        "method before training (its iteration's cost over a baseline iteration's, timed alternately); a "
         "time-matched run trains budget / matched ratio iterations (*clock*: the run charged its own clock)."
     )
     for match, rows in table.items():

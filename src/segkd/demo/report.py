@@ -70,9 +70,12 @@ def _cost_reason(row: dict[str, Any], baseline: dict[str, Any] | None) -> str:
     ratio = row.get("planned_ratio")
     if ratio is None or baseline is None:
         return ""
+    seeds = list(row["miou"].values())
     return (
-        f" Its step costs {ratio:.2f}x the plain student step, so at equal compute it trains "
-        f"{row['iters']:.0f} steps against the baseline's {baseline['iters']:.0f}."
+        f" Its step costs {ratio:.2f}x a baseline iteration, so at equal compute it trains "
+        f"{row['iters']:.0f} steps against the baseline's {baseline['iters']:.0f}; its seeds give "
+        f"{min(seeds):.2f}-{max(seeds):.2f} mIoU (std {row['std'] or 0:.2f}, the baseline's "
+        f"{baseline['std'] or 0:.2f})."
     )
 
 
