@@ -80,3 +80,16 @@ def test_clock_matching_charges_each_run_its_own_clock(tmp_path: Path):
         assert (cfg.train.budget, cfg.train.budget_unit) == (100.0, "student_steps")
     with pytest.raises(ConfigError, match="--time-by"):
         _plan(tmp_path, time_by="wall")
+
+
+def test_saved_step_costs_are_read_back_and_a_damaged_record_is_named(tmp_path: Path):
+    from segkd.compare.runner import read_step_costs
+
+    record = tmp_path / "step_costs.json"
+    assert read_step_costs(record) == {}
+    record.write_text('{"kd": {"student_step_s": 0.02, "step_s": 0.05, "ratio": 2.5}}')
+    assert read_step_costs(record) == {"kd": StepCost(0.02, 0.05)}
+    for damaged in ('{"kd": {"step_s": 0.05}}', "[1, 2]", "{not json"):
+        record.write_text(damaged)
+        with pytest.raises(ConfigError, match="step_costs.json is not a step-cost record"):
+            read_step_costs(record)

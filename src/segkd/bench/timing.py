@@ -6,13 +6,8 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
-
-def synchronize(device: str | torch.device) -> None:
-    """Wait for queued CUDA work so that a timer measures it (no-op on CPU)."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
+from segkd.engine.budget import synchronize  # shared with the engine's step timers
 
 
 def time_calls(fn: Callable[[], object], iters: int, warmup: int = 2, device: str = "cpu") -> list[float]:
@@ -33,5 +28,9 @@ def summarise(times: list[float], batch: int = 1) -> dict[str, float]:
     """Median and 90th-percentile latency (ms) and throughput (images/s at the median)."""
     arr = np.asarray(times, dtype=np.float64)
     median = float(np.median(arr))
-    return {"median_ms": 1e3 * median, "p90_ms": 1e3 * float(np.percentile(arr, 90)),
-            "throughput": batch / median if median > 0 else float("inf"), "iters": len(times)}
+    return {
+        "median_ms": 1e3 * median,
+        "p90_ms": 1e3 * float(np.percentile(arr, 90)),
+        "throughput": batch / median if median > 0 else float("inf"),
+        "iters": len(times),
+    }

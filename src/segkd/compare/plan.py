@@ -13,8 +13,8 @@ Matchings (``--match``):
   distilled student gets fewer steps than the baseline, as at equal wall-clock on any hardware. How that
   time becomes steps (``time_by``, ``--time-by``):
 
-  - ``ratio`` (default): the step ratio ``r`` of each method (the cost of its iteration over the plain
-    student step) is measured once (:mod:`segkd.engine.step_cost`, kept in ``time/step_costs.json``)
+  - ``ratio`` (default): the step ratio ``r`` of each method (the cost of its iteration over a baseline
+    iteration's) is measured once (:mod:`segkd.engine.step_cost`, kept in ``time/step_costs.json``)
     and every seed trains ``round(budget / r)`` iterations, so seeds differ by their seed alone;
   - ``clock``: each run charges its own clock (``train.budget_unit=student_steps``,
     :mod:`segkd.engine.budget`), so its step count also moves with the machine's load while it runs.

@@ -131,21 +131,38 @@ def ensure_step_costs(
     if "time" not in plan.matches:
         return
     record = plan.output / "time" / "step_costs.json"
-    saved = json.loads(record.read_text()) if record.is_file() else {}
+    saved = read_step_costs(record)
+    base = plan.run_config(plan.methods[0], plan.seeds[0], "iters", teacher_ckpt)
     for method in (m for m in plan.methods if plan.by_ratio(m)):
         if method.key in saved:
-            cost = StepCost(saved[method.key]["student_step_s"], saved[method.key]["step_s"])
+            cost = saved[method.key]
         else:
             _announce(f"measuring the step cost of {method.key} (time-matched by step ratio)")
             cfg = plan.run_config(method, plan.seeds[0], "iters", teacher_ckpt, caches.get(method.key))
-            base = plan.run_config(plan.methods[0], plan.seeds[0], "iters", teacher_ckpt)
             cost = measure_step_cost(cfg, base, data(cfg), data(base))
-            saved[method.key] = cost.as_dict()
+            saved[method.key] = cost
             if is_main_process():
                 record.parent.mkdir(parents=True, exist_ok=True)
-                record.write_text(json.dumps(saved, indent=2))
+                record.write_text(json.dumps({k: c.as_dict() for k, c in saved.items()}, indent=2))
             barrier()
         plan.step_costs[method.key] = cost
+
+
+def read_step_costs(record: Path) -> dict[str, StepCost]:
+    """The step costs a comparison measured before (none when ``record`` is missing); a damaged file is
+    refused in one line naming it."""
+    if not record.is_file():
+        return {}
+    try:
+        return {
+            key: StepCost(float(cost["student_step_s"]), float(cost["step_s"]))
+            for key, cost in json.loads(record.read_text()).items()
+        }
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise ConfigError(
+            f"compare: {record} is not a step-cost record ({type(err).__name__}: {err}); "
+            "remove it to measure the step ratios again"
+        ) from None
 
 
 def run_plan(

@@ -87,7 +87,7 @@ METHODS: dict[str, list[dict[str, Any]]] = {
 
 
 # Rows trained from a teacher cache (segkd.cache: the teacher's outputs stored once and replayed through
-# each crop's augmentation) instead of the live teacher: ``segkd demo --methods kd,kd@cache`` (not in the
+# each crop's augmentation) instead of the live teacher: ``segkd demo --methods kd kd@cache`` (not in the
 # default rows, which fill the 15 minutes).
 CACHED_METHODS = ("kd@cache",)
 DEFAULT_METHODS = tuple(METHODS)

@@ -172,9 +172,9 @@ def plain_step_timer(
     return step
 
 
-def synchronize(device: torch.device) -> None:
+def synchronize(device: str | torch.device) -> None:
     """Wait for queued CUDA work, so that a timer measures it (nothing on CPU)."""
-    if device.type == "cuda":
+    if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
 
