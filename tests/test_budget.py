@@ -14,6 +14,7 @@ import torch
 
 from _engine_helpers import tiny_config
 from segkd.engine import budget as budget_module
+from segkd.engine import clock as clock_module
 from segkd.engine import train
 from segkd.engine import trainer as trainer_module
 from segkd.engine.budget import Budget
@@ -23,7 +24,7 @@ from segkd.schedule import progress_factor
 
 
 class FakeClock:
-    """Stands for the ``time`` module inside :mod:`segkd.engine.budget`."""
+    """Stands for the ``time`` module inside :mod:`segkd.engine.clock` (every step timer reads it)."""
 
     def __init__(self) -> None:
         self.now = 100.0
@@ -37,7 +38,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """Each training step takes exactly one fake second (the clock advances before the step's update,
     so the LR the step sets sees the step's time); the plain student step costs 0.25 s."""
     fake = FakeClock()
-    monkeypatch.setattr(budget_module, "time", fake)
+    monkeypatch.setattr(clock_module, "time", fake)
     monkeypatch.setattr(trainer_module, "measure_student_step", lambda *args, **kwargs: 0.25)
     original = Trainer.train_step
 

@@ -73,11 +73,16 @@ def test_ratio_matching_trains_budget_over_ratio_iterations(tmp_path: Path):
     assert plan.run_config(kd, 0, "iters", None).train.iters == 100
 
 
-def test_clock_matching_charges_each_run_its_own_clock(tmp_path: Path):
+def test_clock_matching_charges_each_method_its_own_clock_against_the_baseline_run(tmp_path: Path):
     plan = _plan(tmp_path, time_by="clock")
-    for method in plan.methods:
-        cfg = plan.run_config(method, 0, "time", None)
+    baseline, *methods = plan.methods
+    base = plan.run_config(baseline, 0, "time", None)
+    assert (base.train.iters, base.train.budget) == (100, 0.0)  # the unit: budget baseline iterations
+    for method in methods:
+        cfg = plan.run_config(method, 0, "time", None, student_step_s=0.02)
         assert (cfg.train.budget, cfg.train.budget_unit) == (100.0, "student_steps")
+        assert cfg.train.budget_student_step_s == 0.02  # the baseline run's seconds per iteration
+        assert plan.run_config(method, 0, "time", None).train.budget_student_step_s == 0.0  # measured
     with pytest.raises(ConfigError, match="--time-by"):
         _plan(tmp_path, time_by="wall")
 

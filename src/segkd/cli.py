@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    from segkd.engine.allocator import fix_malloc_thresholds
+
+    fix_malloc_thresholds()  # every command: CPU costs that do not depend on the process's history
     try:
         result = args.func(args)
     except (ConfigError, RegistryError, FileNotFoundError, ValueError) as err:

@@ -102,6 +102,9 @@ class TrainConfig:
     # Seconds charged to a time budget before the first step: work done for this run beforehand (e.g. a
     # teacher cache's one-off cost, charged by segkd compare --cache-cost charge).
     budget_precharge_s: float = 0.0
+    # Seconds of one plain student step for a student_steps budget; 0: measured at the start of the run.
+    # segkd compare --time-by clock sets it to the same seed's baseline run's seconds per iteration.
+    budget_student_step_s: float = 0.0
     log_interval: int = 10
     val_interval: int = 0  # 0: validate only at the end
     ckpt_interval: int = 0  # 0: checkpoint only at validation points and the end

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from segkd.engine.budget import synchronize  # shared with the engine's step timers
+from segkd.engine.clock import synchronize  # shared with the engine's step timers
 
 
 def time_calls(fn: Callable[[], object], iters: int, warmup: int = 2, device: str = "cpu") -> list[float]:

@@ -16,9 +16,15 @@ Matchings (``--match``):
   - ``ratio`` (default): the step ratio ``r`` of each method (the cost of its iteration over a baseline
     iteration's) is measured once (:mod:`segkd.engine.step_cost`, kept in ``time/step_costs.json``)
     and every seed trains ``round(budget / r)`` iterations, so seeds differ by their seed alone;
-  - ``clock``: each run charges its own clock (``train.budget_unit=student_steps``,
-    :mod:`segkd.engine.budget`), so its step count also moves with the machine's load while it runs.
-    Multi-stage recipes (KA) are always timed so (their stages share one clock).
+  - ``clock``: the baseline trains ``budget`` iterations; each method's run then charges its own clock
+    (``train.budget_unit=student_steps``, :mod:`segkd.engine.budget`) against the seconds per iteration
+    that the same seed's baseline run took, and stops when it has spent the baseline's training time.
+    Whatever the run pays, it gets the baseline's seconds (it corrects its iterations as it goes), but
+    its step count also moves with the machine's load while it runs. Multi-stage recipes (KA) are always
+    timed so (their stages share one clock).
+
+After training, every row's training seconds are compared with the baseline's (:mod:`.report`): a
+time-matched row more than 5 % off is flagged.
 """
 
 from __future__ import annotations
@@ -134,16 +140,19 @@ class ComparePlan:
         match: str,
         teacher_ckpt: str | None,
         cache_seconds: float | None = None,
+        student_step_s: float | None = None,
     ) -> ExperimentConfig:
         """The validated config of one run (``cache_seconds``: the one-off cost of a cached row's cache;
-        None configures the live teacher, e.g. to write that cache)."""
+        None configures the live teacher, e.g. to write that cache; ``student_step_s``: seconds per
+        iteration of the same seed's baseline run, the unit of a clock-matched run's budget; None: the
+        run measures a plain student step when it starts)."""
         raw = copy.deepcopy(method.config)
         raw["name"] = f"{method.key}_seed{seed}"
         raw["output_dir"] = str(self.run_dir(match, method.key, seed))
         raw["train"]["seed"] = seed
         raw["train"]["resume"] = "auto"  # a killed comparison continues each run where it stopped
         precharge_s = self.precharge(cache_seconds) if method.cached and cache_seconds is not None else 0.0
-        if match == "iters" or (self.time_by == "ratio" and method.key == BASELINE):
+        if match == "iters" or method.key == BASELINE:
             raw["train"]["iters"], raw["train"]["budget"] = int(self.budget), 0.0  # r = 1 by definition
         elif self.by_ratio(method):
             if method.key not in self.step_costs:
@@ -153,6 +162,7 @@ class ComparePlan:
         else:
             raw["train"]["budget"], raw["train"]["budget_unit"] = float(self.budget), "student_steps"
             raw["train"]["budget_precharge_s"] = precharge_s
+            raw["train"]["budget_student_step_s"] = student_step_s or 0.0
         if method.distilled and teacher_ckpt is not None:
             if self.teacher is not None:  # the teacher trained here: its network, its weights
                 raw["distill"]["teacher"].update(self.teacher["model"])

@@ -3,8 +3,12 @@ per matching) and plots (mIoU per method with every seed, gain with its 95 % int
 training cost for each matching).
 
 Per matching and method: val mIoU mean ± std over seeds, the gain over the baseline paired by seed with
-its 95 % confidence interval (:mod:`segkd.compare.stats`), mean training seconds and iterations, and the
-step ratio (the method's seconds per iteration over the baseline's, same seed and matching).
+its 95 % confidence interval (:mod:`segkd.compare.stats`), mean training seconds and iterations, the
+step ratio (the method's seconds per iteration over the baseline's, same seed and matching) and the
+row's actual compute against the baseline's: its mean training seconds (plus the charged share of a
+teacher cache) over the baseline's, minus 1. A time-matched row whose compute is more than
+:data:`COMPUTE_TOLERANCE` off is flagged in the table and explained in a note: its comparison was not at
+equal compute.
 """
 
 from __future__ import annotations
@@ -23,10 +27,14 @@ from segkd.compare.plan import BASELINE  # noqa: E402
 from segkd.compare.runner import RunResult, results_as_dicts  # noqa: E402
 from segkd.compare.stats import paired_gain, summarize  # noqa: E402
 
+COMPUTE_TOLERANCE = 0.05  # a time-matched row may spend the baseline's training seconds ± 5 %
+
 
 def analyse(results: list[RunResult]) -> dict[str, dict[str, dict[str, Any]]]:
     """``{match: {method: row}}``; a row holds ``miou`` (per seed), ``mean``, ``std``, ``gain`` (paired
-    statistics, None for the baseline), ``train_time_s``, ``iters``, ``step_ratio`` (means)."""
+    statistics, None for the baseline), ``train_time_s``, ``iters``, ``step_ratio``, ``compute_s``
+    (means), ``compute_vs_baseline`` (``compute_s`` over the baseline's, minus 1; None without a
+    baseline) and ``compute_flag`` (time-matched and more than :data:`COMPUTE_TOLERANCE` off)."""
     table: dict[str, dict[str, dict[str, Any]]] = {}
     for match in dict.fromkeys(r.match for r in results):
         runs = [r for r in results if r.match == match]
@@ -54,8 +62,51 @@ def analyse(results: list[RunResult]) -> dict[str, dict[str, dict[str, Any]]]:
             }
         if BASELINE in rows and any(row["planned_ratio"] is not None for row in rows.values()):
             rows[BASELINE]["planned_ratio"] = 1.0  # the unit of the budget
+        _check_compute(match, runs, rows)
         table[match] = rows
     return table
+
+
+def _check_compute(match: str, runs: list[RunResult], rows: dict[str, dict[str, Any]]) -> None:
+    """Fill each row's ``compute_s``, ``compute_vs_baseline`` and ``compute_flag`` (see :func:`analyse`)."""
+    for method, row in rows.items():
+        row["compute_s"] = summarize([r.compute_s for r in runs if r.method == method]).mean
+    base = rows.get(BASELINE, {}).get("compute_s")
+    for row in rows.values():
+        off = row["compute_s"] / base - 1.0 if base else None
+        row["compute_vs_baseline"] = off
+        row["compute_flag"] = match == "time" and off is not None and abs(off) > COMPUTE_TOLERANCE
+
+
+def compute_notes(table: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """One line per flagged row: how far its compute is from the baseline's and why (step ratios)."""
+    notes = []
+    for rows in table.values():
+        for method, row in rows.items():
+            if not row.get("compute_flag"):
+                continue
+            planned, actual = row.get("planned_ratio"), row.get("step_ratio")
+            why = (
+                f"its runs paid a step ratio of {actual:.2f} where {planned:.2f} was measured before "
+                "training"
+                if planned is not None and actual is not None
+                else "its runs' clock did not stop at the baseline's training time"
+            )
+            notes.append(
+                f"NOT equal compute: {method} trained {row['compute_s']:.1f} s against the baseline's "
+                f"{rows[BASELINE]['compute_s']:.1f} s ({100 * row['compute_vs_baseline']:+.1f} %, tolerance "
+                f"±{100 * COMPUTE_TOLERANCE:.0f} %): {why}. Its gain is not at equal compute; re-run the "
+                "comparison on an idle machine or with --time-by clock (each run then stops at the "
+                "baseline's seconds)."
+            )
+    return notes
+
+
+def _compute_cell(row: dict[str, Any]) -> str:
+    off = row.get("compute_vs_baseline")
+    if off is None:
+        return ""
+    return f"{100 * off:+.1f} %" + (" (!)" if row.get("compute_flag") else "")
 
 
 def _pm(mean: float, std: float | None) -> str:
@@ -77,11 +128,11 @@ def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
     cached = any(row.get("cache_s") for row in rows.values())
     planned = any(row.get("planned_ratio") is not None for row in rows.values())
     lines = [
-        "| method | seeds | val mIoU (mean ± std) | gain over baseline [95% CI] | helps? | train s | iters "
-        "| step ratio |"
+        "| method | seeds | val mIoU (mean ± std) | gain over baseline [95% CI] | helps? | train s "
+        "| compute vs baseline | iters | step ratio |"
         + (" matched ratio |" if planned else "")
         + (" teacher cache s (once) |" if cached else ""),
-        "|---|---|---|---|---|---|---|---|" + ("---|" if planned else "") + ("---|" if cached else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if planned else "") + ("---|" if cached else ""),
     ]
     for method, row in rows.items():
         gain, verdict = _gain_cell(row["gain"])
@@ -92,7 +143,8 @@ def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
         cache = (f" {row['cache_s']:.1f} |" if row.get("cache_s") else " |") if cached else ""
         lines.append(
             f"| {method} | {row['n']} | {_pm(row['mean'], row['std'])} | {gain} | {verdict} "
-            f"| {row['train_time_s']:.1f} | {row['iters']:.0f} | {ratio} |{matched}{cache}"
+            f"| {row['train_time_s']:.1f} | {_compute_cell(row)} | {row['iters']:.0f} | {ratio} |"
+            f"{matched}{cache}"
         )
     return "\n".join(lines)
 
@@ -100,6 +152,8 @@ def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
 def print_tables(table: dict[str, dict[str, dict[str, Any]]]) -> None:
     for match, rows in table.items():
         print(f"\n{match}-matched:\n{markdown_table(rows)}")
+    for note in compute_notes(table):
+        print(f"segkd compare: warning: {note}")
 
 
 def write_outputs(
@@ -108,16 +162,17 @@ def write_outputs(
     """Write ``compare.json``, ``compare.md`` and the plots into ``out``; returns the JSON data."""
     out.mkdir(parents=True, exist_ok=True)
     table = analyse(results)
+    notes = compute_notes(table) + (notes or [])
     data = {
         **header,
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
         "results": table,
-        "notes": notes or [],
+        "notes": notes,
         "runs": results_as_dicts(results),
     }
     (out / "compare.json").write_text(json.dumps(data, indent=2))
     figures = plot_all(results, table, out)
-    (out / "compare.md").write_text(_markdown(data, table, figures, notes or []))
+    (out / "compare.md").write_text(_markdown(data, table, figures, notes))
     return data
 
 
@@ -136,7 +191,10 @@ def _markdown(data: dict[str, Any], table: dict[str, Any], figures: list[Path], 
         "Student-t confidence interval; *helps* when the whole interval is above zero. Step ratio: seconds "
         "per iteration over the baseline's (same seed). Matched ratio: the step ratio measured once per "
         "method before training (its iteration's cost over a baseline iteration's, timed alternately); a "
-        "time-matched run trains budget / matched ratio iterations (*clock*: the run charged its own clock)."
+        "time-matched run trains budget / matched ratio iterations (*clock*: the run charged its own clock "
+        "against the baseline run's seconds per iteration). Compute vs baseline: the row's mean training "
+        f"seconds (plus a teacher cache's charged share) over the baseline's; (!) marks a time-matched row "
+        f"more than {100 * COMPUTE_TOLERANCE:.0f} % off, i.e. not at equal compute."
     )
     for match, rows in table.items():
         parts += ["", f"## {_MATCH_TEXT.get(match, match)}", "", markdown_table(rows)]

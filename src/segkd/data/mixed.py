@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from segkd.config_schema import DataConfig, UnlabeledConfig
 from segkd.data.base import SegDataset
-from segkd.data.loaders import InfiniteSampler, _mix, _worker_init, dist_info
+from segkd.data.loaders import InfiniteSampler, _mix, _worker_init, dist_info, seeded_cpu_generator
 from segkd.labels import IGNORE_INDEX
 
 UNLABELED_STREAM = 2  # salt of the unlabelled stream's seed (the labelled stream uses the run seed itself)
@@ -132,8 +132,7 @@ class _MixedSamples(Dataset):
 
     def __getitem__(self, item: tuple[bool, int, int]) -> dict[str, Any]:
         is_labeled, index, seed = item
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_cpu_generator(seed):  # not torch.manual_seed: see seeded_cpu_generator
             sample = (self.labeled if is_labeled else self.unlabeled)[index]
         if not is_labeled:
             sample = {**sample, "label": torch.full_like(sample["label"], IGNORE_INDEX)}

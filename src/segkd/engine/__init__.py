@@ -16,7 +16,13 @@ __all__ = ["evaluate", "train"]
 
 def train(cfg: ExperimentConfig, data: Any = None) -> Path:
     """Train as configured (every stage of a multi-stage recipe, in order; see
-    :mod:`segkd.engine.stages`); returns the run directory of the last stage."""
+    :mod:`segkd.engine.stages`); returns the run directory of the last stage.
+
+    Fixes glibc's malloc thresholds for the process first (:mod:`segkd.engine.allocator`): what an
+    iteration costs then does not depend on what the process ran before."""
+    from segkd.engine.allocator import fix_malloc_thresholds
+
+    fix_malloc_thresholds()
     if cfg.stages:
         from segkd.engine.stages import run_stages
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 
 from segkd.distributed import all_reduce, is_dist_initialized
+from segkd.engine.clock import StepClock
 from segkd.engine.task import upsampled_ce
 
 UNITS = ("iters", "seconds", "student_steps")
@@ -63,16 +63,14 @@ class Budget:
             raise ValueError(f"config key 'train.budget_unit': {self.unit!r} is not one of {units}")
         if self.total <= 0:
             raise ValueError(f"config key 'train.budget': must be positive, got {self.total}")
-        self._step_started: float | None = None
+        self._clock: StepClock | None = None
 
     @property
     def spent(self) -> float:
         """Spent budget in ``unit``; during a step, includes the step's elapsed time so far."""
         if self.unit == "iters":
             return float(self.iterations)
-        seconds = self.spent_s
-        if self._step_started is not None:
-            seconds += time.perf_counter() - self._step_started
+        seconds = self.spent_s + (self._clock.elapsed() if self._clock is not None else 0.0)
         if self.unit == "seconds":
             return seconds
         if not self.student_step_s:
@@ -88,14 +86,15 @@ class Budget:
 
     def start_step(self) -> None:
         """Start the clock of one training step (its time counts in :meth:`progress` while it runs)."""
-        self._step_started = time.perf_counter()
+        if self._clock is None or self._clock.device != torch.device(self.device or "cpu"):
+            self._clock = StepClock(self.device)
+        self._clock.start()
 
     def end_step(self) -> float:
         """Stop the clock and charge the step: the slowest rank's seconds under torch.distributed.
 
-        Returns the charged seconds."""
-        seconds = time.perf_counter() - (self._step_started or time.perf_counter())
-        self._step_started = None
+        Returns the charged seconds (on CUDA timed with events, :class:`~segkd.engine.clock.StepClock`)."""
+        seconds = self._clock.stop() if self._clock is not None else 0.0
         if is_dist_initialized() and self.unit != "iters":  # only a time budget must stop all ranks together
             value = torch.tensor([seconds], dtype=torch.float64, device=self.device)
             all_reduce(value, "max")
@@ -155,8 +154,10 @@ def plain_step_timer(
         torch.optim.AdamW(params, lr=1e-6) if optimizer == "adamw" else torch.optim.SGD(params, lr=1e-6)
     )
 
+    clock = StepClock(device)
+
     def step() -> float:
-        tic = time.perf_counter()
+        clock.start()
         batch = next(batches)
         images, labels = batch["image"].to(device), batch["label"].to(device)
         out = model(images)
@@ -166,16 +167,9 @@ def plain_step_timer(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        synchronize(device)
-        return time.perf_counter() - tic
+        return clock.stop()
 
     return step
-
-
-def synchronize(device: str | torch.device) -> None:
-    """Wait for queued CUDA work, so that a timer measures it (nothing on CPU)."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def mean_over_ranks(seconds: float, device: torch.device) -> float:

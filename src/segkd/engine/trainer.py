@@ -133,7 +133,8 @@ class Trainer:
         elif budget.unit != "iters":  # a fresh time budget: work done beforehand, then the step's cost
             budget.spent_s = t.budget_precharge_s
         if budget.unit == "student_steps" and budget.student_step_s is None:
-            budget.student_step_s = t.grad_accum * measure_student_step(
+            # given (segkd compare --time-by clock: the baseline run's iteration), else measured now
+            budget.student_step_s = t.budget_student_step_s or t.grad_accum * measure_student_step(
                 self.distiller.student,
                 builder.plain_batches(self.data, self.cfg),
                 self.device,
