@@ -46,7 +46,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=["ratio", "clock"],
         default="ratio",
         help="time matching: each method's step ratio measured once, every seed then trains budget/ratio "
-        "iterations (ratio, default: seeds differ by their seed alone), or each run's own clock (clock)",
+        "iterations (ratio, default: seeds differ by their seed alone), or each method's run charges its "
+        "own clock and stops at the training seconds of the same seed's baseline run (clock)",
+    )
+    parser.add_argument(
+        "--search-weights",
+        default=None,
+        metavar="F1,F2,...",
+        help="search each method's loss weight: one row per factor (every distillation weight of the "
+        "method times it, e.g. 0.5,1,2,4), same seeds and matching; compare.md names the best and what "
+        "the search cost",
     )
     parser.add_argument(
         "--cache-cost",
@@ -78,9 +87,20 @@ def run(args: argparse.Namespace) -> int:
         args.overrides,
         args.cache_cost,
         args.time_by,
+        _factors(args.search_weights),
     )
     try:
         run_compare(plan, header={"title": str(args.config), "command": shlex.join(["segkd", *sys.argv[1:]])})
     finally:
         cleanup_distributed()
     return 0
+
+
+def _factors(text: str | None) -> list[float] | None:
+    """``0.5,1,2`` -> [0.5, 1.0, 2.0]; a value that is not a number is named in one line."""
+    if not text:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--search-weights: expected numbers separated by commas, got {text!r}") from None

@@ -35,6 +35,7 @@ def run_compare(
         "matches": plan.matches,
         "budget": plan.budget,
         "methods": [m.key for m in plan.methods],
+        "search": plan.searches(),
         **(header or {}),
     }
     written: dict[str, Any] = {}

@@ -54,6 +54,8 @@ class MethodSpec:
     cached: bool = (
         False  # ``<method>@cache``: trained from a teacher cache (segkd.cache), not the live teacher
     )
+    searched: str | None = None  # a weight search's candidate: the key of the method searched
+    factor: float = 1.0  # the candidate's multiplier of every distillation weight of that method
 
     @property
     def distilled(self) -> bool:
@@ -61,7 +63,12 @@ class MethodSpec:
 
     @property
     def base_key(self) -> str:
-        return self.key.split("@", 1)[0]
+        return (self.searched or self.key).split("@", 1)[0]
+
+    @property
+    def cost_key(self) -> str:
+        """The key its step cost is measured under: a weight search's candidates share their method's."""
+        return self.searched or self.key
 
 
 @dataclass
@@ -109,6 +116,14 @@ class ComparePlan:
             raise ConfigError(f"compare: --cache-cost must be one of {', '.join(CACHE_COSTS)}")
         if self.budget <= 0:
             self.budget = float(self.methods[0].config["train"]["iters"])
+
+    def searches(self) -> dict[str, dict[str, float]]:
+        """``{searched method: {candidate key: factor}}`` of a loss-weight search (empty without one)."""
+        groups: dict[str, dict[str, float]] = {}
+        for method in self.methods:
+            if method.searched is not None:
+                groups.setdefault(method.searched, {})[method.key] = method.factor
+        return groups
 
     def run_dir(self, match: str, key: str, seed: int) -> Path:
         return self.output / match / key / f"seed{seed}"
@@ -183,6 +198,21 @@ class ComparePlan:
         return from_dict(ExperimentConfig, raw)
 
 
+def search_candidates(method: MethodSpec, factors: list[float]) -> list[MethodSpec]:
+    """The rows of a loss-weight search: ``method`` with every distillation weight (of every stage)
+    multiplied by each factor, keyed ``<method>_x<factor>`` (e.g. ``kd_x0.5``, ``kd@cache_x2``)."""
+    if not factors or any(f < 0 for f in factors) or len(set(factors)) != len(factors):
+        raise ConfigError(f"compare: --search-weights needs distinct factors >= 0, got {factors}")
+    rows = []
+    for factor in factors:
+        config = copy.deepcopy(method.config)
+        for section in [config, *(config.get("stages") or [])]:
+            for term in (section.get("distill") or {}).get("losses") or []:
+                term["weight"] = float(term.get("weight", 1.0)) * factor
+        rows.append(MethodSpec(f"{method.key}_x{factor:g}", config, method.cached, method.key, factor))
+    return rows
+
+
 def resolve(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Validated, defaults-filled config data with ``key=value`` overrides applied (as ``segkd train``)."""
     data = to_dict(from_dict(ExperimentConfig, raw))
@@ -222,10 +252,12 @@ def plan_from_files(
     overrides: list[str] | tuple[str, ...] = (),
     cache_cost: str = "charge",
     time_by: str = "ratio",
+    search_weights: list[float] | None = None,
 ) -> ComparePlan:
     """A plan from recipe files: ``config`` is a folder of recipes (``baseline.yaml``, ``kd.yaml`` ...)
     or the baseline's file; a method is a recipe file in that folder or a loss bundle
-    (``_base/methods/<name>.yaml``) merged over the baseline. ``overrides`` apply to every run."""
+    (``_base/methods/<name>.yaml``) merged over the baseline. ``overrides`` apply to every run.
+    ``search_weights``: each method becomes one row per factor (:func:`search_candidates`)."""
     config = Path(config)
     if not config.exists():
         raise ConfigError(f"compare: {config} does not exist")
@@ -251,6 +283,8 @@ def plan_from_files(
                     f"compare: method '{spec.key}' names no distill.teacher; give --teacher-config FILE"
                 )
             spec.config["distill"]["teacher"] = to_dict(from_dict(TeacherConfig, teacher["model"]))
+    if search_weights:
+        specs = specs[:1] + [row for spec in specs[1:] for row in search_candidates(spec, search_weights)]
     out = (
         Path(output)
         if output

@@ -102,6 +102,51 @@ def compute_notes(table: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     return notes
 
 
+def search_summary(
+    table: dict[str, dict[str, dict[str, Any]]], searches: dict[str, dict[str, float]]
+) -> dict[str, dict[str, Any]]:
+    """Per matching and searched method: its candidates' factors and mean mIoU, the best candidate (the
+    highest mean over the seeds) and what the search cost: the summed training seconds of every
+    candidate's runs, also in units of the baseline's runs (``cost_x_baseline``; a method compared without
+    a search costs about 1)."""
+    out: dict[str, dict[str, Any]] = {}
+    for match, rows in table.items():
+        base = rows.get(BASELINE)
+        for method, candidates in searches.items():
+            present = {key: f for key, f in candidates.items() if key in rows}
+            if not present:
+                continue
+            best = max(present, key=lambda key: rows[key]["mean"])
+            spent = sum(rows[key]["compute_s"] * rows[key]["n"] for key in present)
+            out.setdefault(match, {})[method] = {
+                "factors": present,
+                "means": {key: rows[key]["mean"] for key in present},
+                "best": best,
+                "best_factor": present[best],
+                "cost_s": spent,
+                "cost_x_baseline": spent / (base["compute_s"] * base["n"]) if base else None,
+            }
+    return out
+
+
+def search_lines(summary: dict[str, dict[str, Any]]) -> list[str]:
+    """The weight search in words: each candidate, the best, the cost, and the caveat of choosing it."""
+    lines = []
+    for match, methods in summary.items():
+        for method, s in methods.items():
+            tried = ", ".join(f"x{f:g}: {s['means'][k]:.2f}" for k, f in s["factors"].items())
+            times = s["cost_x_baseline"]
+            cost = "" if times is None else f" = {times:.1f}x the baseline's runs"
+            lines.append(
+                f"{match}-matched weight search of {method} (every distillation weight times a factor; mean "
+                f"val mIoU {tried}): best x{s['best_factor']:g} ({s['best']}). The search cost "
+                f"{s['cost_s']:.1f} s of training{cost}. The best was chosen on the same validation split "
+                "and seeds it is reported on, so its gain is optimistic by the choice; confirm it with "
+                "new seeds (--seeds) before relying on it."
+            )
+    return lines
+
+
 def _compute_cell(row: dict[str, Any]) -> str:
     off = row.get("compute_vs_baseline")
     if off is None:
@@ -162,11 +207,13 @@ def write_outputs(
     """Write ``compare.json``, ``compare.md`` and the plots into ``out``; returns the JSON data."""
     out.mkdir(parents=True, exist_ok=True)
     table = analyse(results)
-    notes = compute_notes(table) + (notes or [])
+    search = search_summary(table, header.get("search") or {})
+    notes = compute_notes(table) + search_lines(search) + (notes or [])
     data = {
         **header,
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
         "results": table,
+        "search_results": search,
         "notes": notes,
         "runs": results_as_dicts(results),
     }

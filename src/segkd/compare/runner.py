@@ -140,13 +140,13 @@ def ensure_step_costs(
     saved = read_step_costs(record)
     base = plan.run_config(plan.methods[0], plan.seeds[0], "iters", teacher_ckpt)
     for method in (m for m in plan.methods if plan.by_ratio(m)):
-        if method.key in saved:
-            cost = saved[method.key]
+        if method.cost_key in saved:  # measured before, or for another candidate of a weight search
+            cost = saved[method.cost_key]
         else:
-            _announce(f"measuring the step cost of {method.key} (time-matched by step ratio)")
+            _announce(f"measuring the step cost of {method.cost_key} (time-matched by step ratio)")
             cfg = plan.run_config(method, plan.seeds[0], "iters", teacher_ckpt, caches.get(method.key))
             cost = measure_step_cost(cfg, base, data(cfg), data(base))
-            saved[method.key] = cost
+            saved[method.cost_key] = cost
             if is_main_process():
                 record.parent.mkdir(parents=True, exist_ok=True)
                 record.write_text(json.dumps({k: c.as_dict() for k, c in saved.items()}, indent=2))
