@@ -1,4 +1,4 @@
-"""Datasets (native layouts, ``folder``, ``synthetic``), transforms and loaders.
+"""Datasets (native layouts, ``folder``, ``synthetic``, ``digit_scenes``), transforms and loaders.
 
 Importing this package registers every dataset in :data:`DATASETS`.
 """
@@ -8,6 +8,7 @@ from segkd.data import (  # noqa: F401  (register)
     camvid,
     cityscapes,
     cocostuff,
+    digit_scenes,
     folder,
     pascal_context,
     synthetic,

@@ -10,9 +10,9 @@ How a sample is generated (numpy only, on the fly from ``(seed, split, index)``;
    and angle), checkerboard (random cell 3-8 px) and a two-wave "blotch" pattern.
 3. 3-7 objects (``max_objects``) are painted in order, later ones
    occluding earlier ones. Each has a class 1..8 = a shape (disc, square, triangle, ring, cross,
-   stripes = three parallel bars, diamond, L-shape), a size of 20-45 px at 128 px image size (scaled
-   with the image), a centre anywhere in the image, a small rotation (+-11 degrees, so squares never
-   turn into diamonds) and its own texture.
+   stripes = three parallel bars, diamond, L-shape; ``num_shapes`` keeps the first K), a size of
+   20-45 px at 128 px image size (``object_size``, scaled with the image), a centre anywhere in the
+   image, a small rotation (+-11 degrees, so squares never turn into diamonds) and its own texture.
 4. Gaussian pixel noise (sigma 0.04) is added and the image quantised to uint8.
 
 Because colours and textures are identically distributed for all classes, a pixel's class is determined
@@ -93,11 +93,14 @@ class SyntheticDataset(SegDataset):
     Options: ``num_samples`` (an int, or a mapping split -> count such as ``{train: 32, val: 256}``;
     default 1000 for train, 200 otherwise), ``image_size`` (int or [H, W],
     default 128), ``seed`` (default 0), ``textured`` (default False: flat colours; True adds stripes,
-    checkerboards and blotches, a much harder task), ``max_objects`` (default 7), ``cache`` (default
-    False: True generates every image/label once, when the dataset is built, and keeps them in memory, so
-    runs sharing the dataset object never generate one; augmentation still runs on every access). ``root``
-    is ignored.
+    checkerboards and blotches, a much harder task), ``max_objects`` (default 7), ``num_shapes`` (default
+    8: classes background + the first K shapes), ``object_size`` (default [20, 45]: the range of object
+    sizes in px at 128 px, scaled with the image), ``cache`` (default False: True generates every
+    image/label once, when the dataset is built, and keeps them in memory, so runs sharing the dataset
+    object never generate one; augmentation still runs on every access). ``root`` is ignored.
     """
+
+    CLASSES: tuple[str, ...] = SYNTHETIC_CLASSES
 
     def __init__(
         self,
@@ -110,8 +113,17 @@ class SyntheticDataset(SegDataset):
         textured: bool = False,
         max_objects: int = 7,
         cache: bool = False,
+        num_shapes: int | None = None,
+        object_size: list[float] | tuple[float, float] = (20.0, 45.0),
     ) -> None:
-        super().__init__(SYNTHETIC_CLASSES, transform)
+        kinds = len(self.CLASSES) - 1
+        num_shapes = kinds if num_shapes is None else int(num_shapes)
+        if not 1 <= num_shapes <= kinds:
+            raise ValueError(f"{type(self).__name__}: num_shapes must be in 1..{kinds}, got {num_shapes}")
+        if len(object_size) != 2 or not 0 < object_size[0] <= object_size[1]:
+            raise ValueError(f"{type(self).__name__}: object_size must be [min, max] px, got {object_size}")
+        super().__init__(self.CLASSES[: num_shapes + 1], transform)
+        self.num_shapes, self.object_size = num_shapes, (float(object_size[0]), float(object_size[1]))
         size = [image_size, image_size] if isinstance(image_size, int) else list(image_size)
         if len(size) != 2 or min(size) < 16:
             raise ValueError(
@@ -161,8 +173,8 @@ class SyntheticDataset(SegDataset):
     ) -> None:
         """Draw one random shape with its own texture into ``image``/``label`` (in place)."""
         h, w = label.shape
-        cls = int(rng.integers(1, len(SHAPES) + 1))
-        radius = rng.uniform(20.0, 45.0) * self._scale / 2.0
+        cls = int(rng.integers(1, self.num_shapes + 1))
+        radius = rng.uniform(*self.object_size) * self._scale / 2.0
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
         angle = rng.uniform(-0.2, 0.2)
         reach = int(np.ceil(radius * 1.5))
