@@ -68,3 +68,14 @@ def test_cost_reason_names_the_ratio_steps_and_spread():
         "baseline's 1000; its seeds give 10.64-12.20 mIoU (std 0.87, the baseline's 0.20)."
     )
     assert _cost_reason({**row, "planned_ratio": None}, baseline) == ""  # clock-matched: nothing measured
+
+
+def test_held_out_settings_use_their_own_data(tmp_path: Path):
+    digits = demo_plan(SETTINGS["digits"], tmp_path / "d", ["kd"])
+    data = digits.methods[1].config["data"]
+    assert data["name"] == "digit_scenes" and data["options"]["object_size"] == [40, 70]
+    assert data["options"]["num_samples"]["train"] == SETTINGS["digits"].labeled
+    shapes = demo_plan(SETTINGS["shapes64"], tmp_path / "s", ["kd"]).teacher_config()
+    assert shapes.data.options["num_shapes"] == 5 and shapes.data.crop_size == [64, 64]
+    header = demo_header(SETTINGS["digits"], False, setting_name="digits")
+    assert header["command"] == "segkd demo --setting digits"

@@ -13,15 +13,22 @@ from segkd.rundir import RunDir
 
 
 def demo_header(
-    setting: Any, quick: bool, methods: list[str] | None = None, matches: list[str] | None = None
+    setting: Any,
+    quick: bool,
+    methods: list[str] | None = None,
+    matches: list[str] | None = None,
+    setting_name: str = "default",
 ) -> dict[str, Any]:
     """Entries of ``compare.json`` describing the demo's setting and the command that ran it."""
     command = "segkd demo" + (" --quick" if quick else "")
+    command += f" --setting {setting_name}" if setting_name not in ("default", "quick") else ""
     command += f" --methods {' '.join(methods)}" if methods else ""
     if matches and matches != ["time"]:
         command += " --match " + ("both" if len(matches) > 1 else matches[0])
     return {
-        "title": "segkd demo" + (" --quick (smoke run: accuracy near chance)" if quick else ""),
+        "title": "segkd demo"
+        + (" --quick (smoke run: accuracy near chance)" if quick else "")
+        + (f" --setting {setting_name}" if setting_name not in ("default", "quick") else ""),
         "command": command,
         "setting": asdict(setting),
     }
