@@ -8,7 +8,6 @@ from pathlib import Path
 from segkd.compare import BASELINE
 from segkd.demo.pipeline import METHODS, SETTINGS, demo_plan, unused_output_dir
 from segkd.demo.report import demo_header
-from segkd.engine.step_cost import StepCost
 from segkd.losses import LOSSES
 
 
@@ -17,17 +16,17 @@ def test_demo_plan_is_a_fair_comparison(tmp_path: Path):
     plan = demo_plan(setting, tmp_path / "demo")
     assert [m.key for m in plan.methods] == [BASELINE, "kd", "cwd", "dist", "cirkd"]
     assert plan.matches == ["time"] and len(plan.seeds) >= 3 and plan.budget == setting.budget
-    assert plan.time_by == "ratio"  # every seed of a method trains the same steps (measured step ratio)
+    assert plan.time_by == "clock"  # every method's run stops at its seed's baseline seconds
     cached = demo_plan(setting, tmp_path / "cached", ["kd", "kd@cache"])
     assert cached.methods[-1].cached and cached.cache_cost == "amortize"
-    for method in plan.methods[1:]:
-        plan.step_costs[method.key] = StepCost(student_step_s=0.04, step_s=0.05)  # ratio 1.25
     base = plan.methods[0].config
     assert base["data"]["unlabeled"] is None or not base["data"]["unlabeled"].get("split")
     assert base["data"]["options"]["num_samples"]["train"] == setting.labeled
+    assert plan.run_config(plan.methods[0], seed=1, match="time", teacher_ckpt=None).train.iters == 1000
     for method in plan.methods[1:]:
-        cfg = plan.run_config(method, seed=1, match="time", teacher_ckpt="t.pt")
-        assert cfg.train.iters == round(setting.budget / 1.25) and cfg.train.budget == 0
+        cfg = plan.run_config(method, seed=1, match="time", teacher_ckpt="t.pt", student_step_s=0.02)
+        assert (cfg.train.budget, cfg.train.budget_unit) == (setting.budget, "student_steps")
+        assert cfg.train.budget_student_step_s == 0.02
         assert cfg.train.seed == 1 and cfg.distill.teacher.checkpoint == "t.pt"
         assert cfg.distill.teacher.name == "demo_teacher"
         assert cfg.model.options == {"kernel_sizes": [3, 3, 3, 3]}

@@ -73,8 +73,9 @@ def demo_notes(plan: ComparePlan, results: list[RunResult]) -> list[str]:
 
 
 def _cost_reason(row: dict[str, Any], baseline: dict[str, Any] | None) -> str:
-    """The step ratio a time-matched row was trained at, and the steps it got against the baseline's."""
-    ratio = row.get("planned_ratio")
+    """The step ratio a time-matched row was trained at (the measured one when matched by ratio, else its
+    runs' own), and the steps it got against the baseline's."""
+    ratio = row.get("planned_ratio") or row.get("step_ratio")
     if ratio is None or baseline is None:
         return ""
     seeds = list(row["miou"].values())
