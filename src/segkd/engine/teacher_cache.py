@@ -76,6 +76,16 @@ def cache_teacher(cfg: ExperimentConfig, root: str | Path | None = None, splits:
     return {**manifest, "root": str(root)}
 
 
+def describe_repairs(repaired: dict[str, list[int]], pools: dict[str, Any]) -> str:
+    """``checked N entries: all intact`` or ``... re-wrote K damaged entries (pool: i, j, ...)``."""
+    checked = sum(int(stats["count"]) for stats in pools.values())
+    count = sum(len(v) for v in repaired.values())
+    if not count:
+        return f"checked {checked} entries: all intact"
+    listed = "; ".join(f"{pool}: {', '.join(map(str, indices))}" for pool, indices in repaired.items())
+    return f"checked {checked} entries, re-wrote {count} damaged entr{'ies' if count > 1 else 'y'} ({listed})"
+
+
 def describe(manifest: dict[str, Any]) -> str:
     """A few lines: storage per image and per split, compressed-target error."""
     lines = [f"teacher cache {manifest['root']}: {', '.join(manifest['keys'])}, codec {manifest['codec']}"
@@ -87,6 +97,7 @@ def describe(manifest: dict[str, Any]) -> str:
                      f"{stats['bytes_per_image'] / 1024:.1f} KiB per image ({h}x{w}: {maps})")
     resumed = " (this run resumed an interrupted write)" if manifest["resumed"] else ""
     lines.append(f"  written in {manifest['write_seconds']:.1f} s{resumed}")
+    lines.append("  " + describe_repairs(manifest.get("repaired", {}), manifest["pools"]))
     err = manifest["error"]
     if err.get("kl_t1") is not None:
         lines.append(f"  error vs float32 on {err['images']} images: KL {err['kl_t1']:.3g} nats/pixel at T=1 "
