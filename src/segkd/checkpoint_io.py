@@ -13,8 +13,11 @@ Writing (:func:`write_checkpoint`): the state gets a SHA-256 ``checksum`` over e
 dtypes, shapes, keys and plain values), is serialised in memory, written to a temporary file in the same
 folder, fsynced and renamed over the target (atomic on POSIX), so a crash or a full disk mid-write never
 leaves a half-written checkpoint; with ``keep_previous`` the file it replaces stays as ``previous.pt``
-beside it (a hard link taken before the rename, so the target name always exists). A full disk raises
-:class:`DiskFullError` naming the file, with the earlier checkpoint intact.
+beside it (a hard link taken before the rename, so the target name always exists), but only when
+:func:`read_checkpoint` accepts that file (it is read back once per save): a damaged file is replaced
+without being kept, so it never takes the place of a good ``previous.pt`` (e.g. after
+``train.resume=auto`` fell back to it). A full disk raises :class:`DiskFullError` naming the file, with the
+earlier checkpoint intact.
 """
 
 from __future__ import annotations
@@ -136,6 +139,11 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return obj
 
 
+def refusal_reason(err: CheckpointReadError, path: str | os.PathLike[str]) -> str:
+    """The reason of a :func:`read_checkpoint` refusal without the file name it starts with."""
+    return str(err).removeprefix(f"{path}: ").removeprefix(f"{path} ")
+
+
 def short_error(err: BaseException) -> str:
     """``Type: first line of the message`` (at most 160 characters), for one-line errors."""
     text = str(err).strip().splitlines()
@@ -160,7 +168,7 @@ def write_checkpoint(
             handle.write(buffer.getbuffer())
             handle.flush()
             os.fsync(handle.fileno())
-        if keep_previous and path.is_file():
+        if keep_previous and path.is_file() and _readable(path):
             _link_previous(path)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
@@ -177,6 +185,15 @@ def write_checkpoint(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _readable(path: Path) -> bool:
+    """True when :func:`read_checkpoint` accepts ``path`` (worth keeping as ``previous.pt``)."""
+    try:
+        read_checkpoint(path)
+    except CheckpointReadError:
+        return False
+    return True
 
 
 def _open_for_write(fd: int) -> io.BufferedWriter:

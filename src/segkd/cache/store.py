@@ -26,7 +26,7 @@ from torch import Tensor
 
 from segkd.cache.codec import decode
 from segkd.cache.fingerprint import file_sha256
-from segkd.checkpoint_io import CheckpointReadError, read_checkpoint, write_checkpoint
+from segkd.checkpoint_io import CheckpointReadError, read_checkpoint, refusal_reason, write_checkpoint
 
 MANIFEST = "manifest.pt"
 WRITING = "writing.pt"
@@ -64,7 +64,7 @@ def entry_problem(root: Path, pool: str, index: int, sha256: str | None = None) 
     try:
         entry = read_checkpoint(path)
     except CheckpointReadError as err:
-        return str(err).removeprefix(f"{path}: ").removeprefix(f"{path} ")
+        return refusal_reason(err, path)
     if not isinstance(entry, dict) or any(key not in entry for key in ENTRY_KEYS):
         return f"not a cache entry (needs {', '.join(ENTRY_KEYS)})"
     return None
