@@ -160,6 +160,7 @@ APPLIED_ON_RESUME = (
     "train.device",
     "data.root",
     "data.workers",
+    "data.skip_bad",
     "data.val_batch_size",
     "eval.",
 )

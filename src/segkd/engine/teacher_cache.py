@@ -63,7 +63,7 @@ def cache_teacher(cfg: ExperimentConfig, root: str | Path | None = None, splits:
 
         pools["unlabeled"] = build_unlabeled_dataset(cfg.data, list(first.class_names))
         pools["unlabeled"].transform = build_transforms(cfg.data, train=False)
-    num_classes = cfg.model.num_classes or first.num_classes
+    num_classes = builder.dataset_num_classes(cfg, first)
     seed_everything(cfg.train.seed, cfg.train.deterministic, cfg.train.threads)  # as the trainer does
     student = builder.build_student(cfg.model, num_classes)
     teacher = builder.build_teacher(cfg, num_classes, list(first.class_names))
