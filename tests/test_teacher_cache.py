@@ -475,3 +475,18 @@ def test_cache_teacher_rerun_rewrites_damaged_entries_and_says_how_many(tmp_path
         assert torch.equal(cache.maps("train", index)[2]["logits"], fresh.maps("train", index)[2]["logits"])
     rewritten.clear()
     assert cache_teacher(cfg, progress=False)["repaired"] == {} and rewritten == []  # intact: nothing to do
+
+
+def test_a_cache_written_without_entry_checksums_is_checked_once_by_cache_teacher(tmp_path: Path):
+    cfg = tiny_config(tmp_path / "run", iters=1, **_kd(tmp_path / "cache"))
+    cache_teacher(cfg, progress=False)
+    manifest_path = tmp_path / "cache" / store.MANIFEST
+    old = TeacherCache(tmp_path / "cache").manifest
+    old = {k: v for k, v in old.items() if k not in ("sha256", "checksum")}
+    write_checkpoint({**old, "format": 1}, manifest_path)  # as written before the checksums
+    with pytest.raises(CacheIncompleteError, match="without entry checksums"):
+        TeacherCache(tmp_path / "cache")
+    assert cache_teacher(cfg, progress=False)["repaired"] == {}  # every entry read back, hashes recorded
+    cache = TeacherCache(tmp_path / "cache")
+    assert cache.manifest["format"] == 2 and len(cache.manifest["sha256"]["train"]) == 8
+    cache.verify("train")

@@ -5,9 +5,9 @@ user can hold tensors, numbers, strings, lists, tuples and dicts but can never r
 more is refused with one line (:class:`UnsafeCheckpointError`). A file that is empty, truncated, not a
 PyTorch file, or whose stored checksum does not match its tensors is refused with one line naming it
 (:class:`CorruptCheckpointError`). A torch older than 2.6 can run code from a crafted file even under
-``weights_only=True`` (CVE-2025-32434): with one, every read is refused (:class:`UnsafeTorchError`). Every
-reader in segkd (training resume, ``eval``, ``export``,
-``predict``, ``bench``, teachers, pretrained backbones, the KA auto-encoder) goes through this function.
+``weights_only=True`` (CVE-2025-32434): with one, every read is refused (:class:`UnsafeTorchError`).
+Every reader in segkd (training resume, ``eval``, ``export``, ``predict``, ``bench``, teachers, pretrained
+backbones, the KA auto-encoder, teacher-cache entries) goes through this function.
 
 Writing (:func:`write_checkpoint`): the state gets a SHA-256 ``checksum`` over every value (tensor bytes,
 dtypes, shapes, keys and plain values), is serialised in memory, written to a temporary file in the same

@@ -157,8 +157,7 @@ def _load(name: str, options: dict[str, Any]) -> nn.Module:
     pickled = local_weights(folder, options.get("variant")) if local else None
     if pickled is None:  # safetensors: a local folder's, or a hub repository's (never its .bin)
         return _one_line(name, lambda: AutoModelForSemanticSegmentation.from_pretrained(
-            name, local_files_only=local, use_safetensors=True, trust_remote_code=False, weights_only=True,
-            **options))
+            name, local_files_only=local, use_safetensors=True, trust_remote_code=False, **options))
     state: dict[str, Tensor] = {}
     for path in pickled:
         part = read_checkpoint(path)  # weights_only=True; a crafted file is refused in one line naming it
