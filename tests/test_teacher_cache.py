@@ -390,3 +390,103 @@ def test_the_unlabelled_pool_is_cached_and_replayed_too(tmp_path: Path):
     assert batch["labeled"].tolist() == [True, True, False, False]
     assert batch["teacher.logits"].shape == (4, 9, 4, 4)  # every image, labelled or not, has its target
     assert (train(cfg) / "checkpoints" / "latest.pt").is_file()
+
+
+# --------------------------------------------------------------------- damaged and crafted entries (issue 25)
+def _damage_entries(root: Path, marker: Path) -> dict[int, str]:
+    """Entry 2 truncated, entry 5 bit-flipped, entry 6 replaced by a pickle that would run code."""
+    from test_reliability_checkpoints import _bit_flip, _crafted_checkpoint
+
+    entry = lambda i: store.entry_path(root, "train", i)  # noqa: E731
+    entry(2).write_bytes(entry(2).read_bytes()[:200])
+    _bit_flip(entry(5))
+    _crafted_checkpoint(entry(6), marker, {"name": "x", "size": [32, 32], "maps": {}})
+    return {2: "truncated", 5: "bit flip", 6: "crafted"}
+
+
+def test_a_run_refuses_a_damaged_or_crafted_cache_entry_before_step_one(tmp_path: Path, monkeypatch, capsys):
+    from _engine_helpers import tiny_overrides
+    from segkd.cli import main
+    from segkd.engine.trainer import Trainer
+
+    cfg, _ = _write(tmp_path, "float16")
+    marker = tmp_path / "code_ran"
+    _damage_entries(tmp_path / "cache", marker)
+    steps = []
+    monkeypatch.setattr(Trainer, "train_step", lambda self: steps.append(1))
+    config = tmp_path / "empty.yaml"
+    config.write_text("{}\n")
+    teacher = f"distill.teacher={{name: test_tiny_teacher, cache: {tmp_path / 'cache'}}}"
+    argv = ["train", str(config), *tiny_overrides(tmp_path / "run", iters=2), teacher,
+            "distill.allow_untrained_teacher=true", "distill.losses=[{name: kd}]"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    first = store.entry_path(tmp_path / "cache", "train", 2)
+    assert len(err.splitlines()) == 1, err
+    assert f"teacher cache {tmp_path / 'cache'}: 3 damaged entries in 'train'; first: entry 2 ({first}" in err
+    assert "segkd cache-teacher" in err
+    assert not steps and not marker.exists() and not (tmp_path / "run").exists()
+
+
+def test_an_entry_that_would_run_code_is_refused_when_read(tmp_path: Path):
+    from segkd.checkpoint_io import UnsafeCheckpointError
+
+    cfg, _ = _write(tmp_path, "float16")
+    marker = tmp_path / "code_ran"
+    _damage_entries(tmp_path / "cache", marker)
+    with pytest.raises(UnsafeCheckpointError, match="contains objects that are not tensors"):
+        TeacherCache(tmp_path / "cache").read("train", 6)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("state", ["finished", "interrupted"])
+def test_cache_teacher_rerun_rewrites_damaged_entries_and_says_how_many(tmp_path: Path, monkeypatch,
+                                                                      state: str):
+    from segkd.engine.teacher_cache import describe
+
+    cfg = tiny_config(tmp_path / "run", iters=1, **_kd(tmp_path / "cache"))
+    real = store.write_entry
+    if state == "interrupted":  # the writer is killed after seven entries: no manifest, no checksums
+
+        def dying(*args, **kwargs):
+            if args[2] == 7:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(store, "write_entry", dying)
+        with pytest.raises(KeyboardInterrupt):
+            cache_teacher(cfg, progress=False)
+        monkeypatch.setattr(store, "write_entry", real)
+    else:
+        cache_teacher(cfg, progress=False)
+    marker = tmp_path / "code_ran"
+    damaged = _damage_entries(tmp_path / "cache", marker)
+    rewritten = []
+    monkeypatch.setattr(store, "write_entry", lambda *a, **k: (rewritten.append(a[2]), real(*a, **k))[1])
+    manifest = cache_teacher(cfg, progress=False)
+    assert sorted(rewritten) == sorted(damaged) + ([7] if state == "interrupted" else [])
+    assert manifest["repaired"] == {"train": [2, 5, 6]}
+    assert "re-wrote 3 damaged entries (train: 2, 5, 6)" in describe(manifest)
+    assert not marker.exists()
+    cache = TeacherCache(tmp_path / "cache")
+    cache.verify("train")  # every entry intact again, and the same as a fresh cache's
+    fresh = TeacherCache(cache_teacher(cfg, root=tmp_path / "fresh", progress=False)["root"])
+    for index in range(8):
+        assert torch.equal(cache.maps("train", index)[2]["logits"], fresh.maps("train", index)[2]["logits"])
+    rewritten.clear()
+    assert cache_teacher(cfg, progress=False)["repaired"] == {} and rewritten == []  # intact: nothing to do
+
+
+def test_a_cache_written_without_entry_checksums_is_checked_once_by_cache_teacher(tmp_path: Path):
+    cfg = tiny_config(tmp_path / "run", iters=1, **_kd(tmp_path / "cache"))
+    cache_teacher(cfg, progress=False)
+    manifest_path = tmp_path / "cache" / store.MANIFEST
+    old = TeacherCache(tmp_path / "cache").manifest
+    old = {k: v for k, v in old.items() if k not in ("sha256", "checksum")}
+    write_checkpoint({**old, "format": 1}, manifest_path)  # as written before the checksums
+    with pytest.raises(CacheIncompleteError, match="without entry checksums"):
+        TeacherCache(tmp_path / "cache")
+    assert cache_teacher(cfg, progress=False)["repaired"] == {}  # every entry read back, hashes recorded
+    cache = TeacherCache(tmp_path / "cache")
+    assert cache.manifest["format"] == 2 and len(cache.manifest["sha256"]["train"]) == 8
+    cache.verify("train")

@@ -4,15 +4,20 @@ Reading (:func:`read_checkpoint`): ``torch.load(weights_only=True)`` and nothing
 user can hold tensors, numbers, strings, lists, tuples and dicts but can never run code; a file that needs
 more is refused with one line (:class:`UnsafeCheckpointError`). A file that is empty, truncated, not a
 PyTorch file, or whose stored checksum does not match its tensors is refused with one line naming it
-(:class:`CorruptCheckpointError`). Every reader in segkd (training resume, ``eval``, ``export``,
-``predict``, ``bench``, teachers, pretrained backbones, the KA auto-encoder) goes through this function.
+(:class:`CorruptCheckpointError`). A torch older than 2.6 can run code from a crafted file even under
+``weights_only=True`` (CVE-2025-32434): with one, every read is refused (:class:`UnsafeTorchError`).
+Every reader in segkd (training resume, ``eval``, ``export``, ``predict``, ``bench``, teachers, pretrained
+backbones, the KA auto-encoder, teacher-cache entries) goes through this function.
 
 Writing (:func:`write_checkpoint`): the state gets a SHA-256 ``checksum`` over every value (tensor bytes,
 dtypes, shapes, keys and plain values), is serialised in memory, written to a temporary file in the same
 folder, fsynced and renamed over the target (atomic on POSIX), so a crash or a full disk mid-write never
 leaves a half-written checkpoint; with ``keep_previous`` the file it replaces stays as ``previous.pt``
-beside it (a hard link taken before the rename, so the target name always exists). A full disk raises
-:class:`DiskFullError` naming the file, with the earlier checkpoint intact.
+beside it (a hard link taken before the rename, so the target name always exists), but only when
+:func:`read_checkpoint` accepts that file (it is read back once per save): a damaged file is replaced
+without being kept, so it never takes the place of a good ``previous.pt`` (e.g. after
+``train.resume=auto`` fell back to it). A full disk raises :class:`DiskFullError` naming the file, with the
+earlier checkpoint intact.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import torch
 
 CHECKSUM_KEY = "checksum"
 PREVIOUS_NAME = "previous.pt"
+SAFE_TORCH = (2, 6)  # first torch whose weights_only unpickler cannot be made to run code (CVE-2025-32434)
 
 
 class CheckpointReadError(ValueError):
@@ -45,6 +51,10 @@ class UnsafeCheckpointError(CheckpointReadError):
 
 class CorruptCheckpointError(CheckpointReadError):
     """The file is empty, truncated, not a PyTorch file, or its checksum does not match its contents."""
+
+
+class UnsafeTorchError(CheckpointReadError):
+    """The installed torch can run code from a crafted file even with ``weights_only=True``."""
 
 
 class DiskFullError(OSError):
@@ -77,12 +87,27 @@ def state_checksum(state: Mapping[str, Any]) -> str:
     return digest.hexdigest()
 
 
+def require_safe_torch() -> None:
+    """Raise :class:`UnsafeTorchError` (one line) when torch is older than :data:`SAFE_TORCH`.
+
+    Compared by major.minor (``2.6.0a0+git...`` builds count as 2.6)."""
+    version = str(torch.__version__)
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if match is None or (int(match.group(1)), int(match.group(2))) < SAFE_TORCH:
+        raise UnsafeTorchError(
+            f"segkd reads no checkpoint file with torch {version}: torch before 2.6 can run code from a "
+            "crafted file even with weights_only=True (CVE-2025-32434); install torch>=2.6"
+        )
+
+
 def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
     """Load ``path`` with ``weights_only=True``; verify the checksum when the file carries one.
 
-    Raises FileNotFoundError, :class:`UnsafeCheckpointError` or :class:`CorruptCheckpointError`, each with
-    one line naming the file. Files without a checksum (other tools' checkpoints) load unverified.
+    Raises FileNotFoundError, :class:`UnsafeCheckpointError`, :class:`CorruptCheckpointError` or
+    :class:`UnsafeTorchError`, each with one line naming the file or the torch version. Files without a
+    checksum (other tools' checkpoints) load unverified.
     """
+    require_safe_torch()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -97,11 +122,13 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
                 f"{path} contains objects that are not tensors; segkd never unpickles arbitrary objects "
                 f"(found {blocked.group(1)})"
             ) from None
-        raise CorruptCheckpointError(f"{path}: not a readable PyTorch checkpoint ({_short(err)})") from None
+        raise CorruptCheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({short_error(err)})"
+        ) from None
     except (RuntimeError, EOFError, OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
         raise CorruptCheckpointError(
             f"{path}: not a readable PyTorch checkpoint (truncated, damaged or another format: "
-            f"{_short(err)})"
+            f"{short_error(err)})"
         ) from None
     if isinstance(obj, dict) and CHECKSUM_KEY in obj:
         expected = obj[CHECKSUM_KEY]
@@ -112,7 +139,13 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return obj
 
 
-def _short(err: BaseException) -> str:
+def refusal_reason(err: CheckpointReadError, path: str | os.PathLike[str]) -> str:
+    """The reason of a :func:`read_checkpoint` refusal without the file name it starts with."""
+    return str(err).removeprefix(f"{path}: ").removeprefix(f"{path} ")
+
+
+def short_error(err: BaseException) -> str:
+    """``Type: first line of the message`` (at most 160 characters), for one-line errors."""
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__
 
@@ -135,7 +168,7 @@ def write_checkpoint(
             handle.write(buffer.getbuffer())
             handle.flush()
             os.fsync(handle.fileno())
-        if keep_previous and path.is_file():
+        if keep_previous and path.is_file() and _readable(path):
             _link_previous(path)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
@@ -152,6 +185,15 @@ def write_checkpoint(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _readable(path: Path) -> bool:
+    """True when :func:`read_checkpoint` accepts ``path`` (worth keeping as ``previous.pt``)."""
+    try:
+        read_checkpoint(path)
+    except CheckpointReadError:
+        return False
+    return True
 
 
 def _open_for_write(fd: int) -> io.BufferedWriter:

@@ -71,6 +71,11 @@ class DataConfig:
     prefetch_factor: int = 4  # batches each worker loads ahead (torch's default is 2); ignored with 0 workers
     options: dict[str, Any] = field(default_factory=dict)  # dataset-specific, e.g. synthetic size/count
     unlabeled: UnlabeledConfig | None = None  # None: off (every training image is labelled)
+    # A training pair that cannot be read (damaged file, label value outside the classes): False stops the
+    # run, saving a resumable latest.pt first; True replaces it by the next readable pair with a warning
+    # naming the file (log.jsonl event "skipped", summary.json "skipped"); the data check's problems in
+    # the training split then only warn.
+    skip_bad: bool = False
 
 
 @dataclass

@@ -203,7 +203,8 @@ def bench_cache_step(cfg: ExperimentConfig, rounds: int = 5, warmup: int = 1,
     clean = lambda m: dataclasses.replace(m, checkpoint=None, pretrained=False)  # noqa: E731
     student0 = build_model_from_config(clean(cfg.model), k).to(device)
     assert cfg.distill.teacher is not None
-    teacher = build_model_from_config(clean(cfg.distill.teacher), k).to(device).eval().requires_grad_(False)
+    teacher = build_model_from_config(clean(cfg.distill.teacher), k, key="distill.teacher")
+    teacher = teacher.to(device).eval().requires_grad_(False)
     h, w = cfg.data.crop_size
     g = torch.Generator().manual_seed(0)
     images = torch.randn(cfg.data.batch_size, 3, h, w, generator=g).to(device)

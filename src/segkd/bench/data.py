@@ -85,8 +85,8 @@ def _train_step(cfg: ExperimentConfig, num_classes: int):
     terms = [{"name": t.name, "weight": t.weight, "options": dict(t.options)} for t in cfg.distill.losses]
     teacher = None
     if terms and cfg.distill.teacher is not None:
-        teacher = build_model_from_config(_clean(cfg.distill.teacher), num_classes).to(device)
-        teacher = teacher.eval().requires_grad_(False)
+        teacher = build_model_from_config(_clean(cfg.distill.teacher), num_classes, key="distill.teacher")
+        teacher = teacher.to(device).eval().requires_grad_(False)
     spec = dataclasses.replace(distill_spec(student, teacher, num_classes), shared=SharedModules())
     losses = _losses(terms, spec, "") if teacher is not None else {}
     weights = {name: term["weight"] for name, term in zip(losses, terms)}

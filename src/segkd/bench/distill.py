@@ -145,7 +145,8 @@ def bench_distill(cfg: ExperimentConfig, methods: list[str] | None = None, iters
     k = cfg.model.num_classes or num_classes
     student0 = build_model_from_config(_clean(cfg.model), k).to(device)
     teacher_cfg = cfg.distill.teacher or copy.deepcopy(cfg.model)
-    teacher = build_model_from_config(_clean(teacher_cfg), k).to(device).eval().requires_grad_(False)
+    key = "distill.teacher" if cfg.distill.teacher is not None else "model"
+    teacher = build_model_from_config(_clean(teacher_cfg), k, key=key).to(device).eval().requires_grad_(False)
     h, w = cfg.data.crop_size
     g = torch.Generator().manual_seed(0)
     images = torch.randn(cfg.data.batch_size, 3, h, w, generator=g).to(device)

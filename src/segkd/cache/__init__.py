@@ -14,6 +14,6 @@ instead of a teacher forward. :mod:`segkd.bench.cache` measures what the approxi
 """
 
 from segkd.cache.fingerprint import CacheMismatchError
-from segkd.cache.store import CacheIncompleteError, TeacherCache
+from segkd.cache.store import CacheDamagedError, CacheIncompleteError, TeacherCache
 
-__all__ = ["CacheIncompleteError", "CacheMismatchError", "TeacherCache"]
+__all__ = ["CacheDamagedError", "CacheIncompleteError", "CacheMismatchError", "TeacherCache"]

@@ -5,8 +5,9 @@ give the training samples their replayed maps.
 needs the live teacher refuses the cache with one line naming it, before training starts, unless
 ``distill.teacher.cache_mixed`` is set, in which case the live teacher runs for those terms only (and is
 not run, nor kept in memory, when no term needs it). :func:`attach_to_distiller` checks the teacher's
-identity and sets the distiller's ``cache_terms``; :func:`cached_train_set` checks the data and wraps the
-training set in :class:`~segkd.cache.replay.CachedTargets`.
+identity and sets the distiller's ``cache_terms``; :func:`cached_train_set` checks the data and every
+entry file of the pool (SHA-256 against the manifest), then wraps the training set in
+:class:`~segkd.cache.replay.CachedTargets`.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def attach_to_distiller(distiller: Any, cfg: ExperimentConfig, teacher: nn.Modul
 def cached_train_set(dataset: Any, cfg: ExperimentConfig, pool: str | None = None) -> CachedTargets:
     """``dataset`` (the pool ``pool``: default the training split; ``"unlabeled"`` for the
     ``data.unlabeled`` images) with the cache's maps replayed per sample, after checking the classes, the
-    preprocessing and the sample list against the cache's."""
+    preprocessing and the sample list against the cache's, and every entry of the pool against the
+    SHA-256 recorded when it was written (before the first step, not when an entry is drawn)."""
     t = cfg.distill.teacher
     assert t is not None and t.cache
     cache = TeacherCache(t.cache)
@@ -98,4 +100,5 @@ def cached_train_set(dataset: Any, cfg: ExperimentConfig, pool: str | None = Non
     if names is not None and expected is not None and names_sha256(names) != expected:
         raise CacheMismatchError(f"teacher cache {t.cache}: the '{pool}' images differ from the cached ones "
                                  "(another sample list); rebuild it with `segkd cache-teacher CONFIG`")
+    cache.verify(pool)
     return CachedTargets(dataset, cache, pool, cache.keys)

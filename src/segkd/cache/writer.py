@@ -8,9 +8,12 @@ whole-image forward (the same as ``eval.mode: whole``); on a small GPU, cache on
 ``aux_logits``, ``feat``) are kept at the teacher's own output resolution and encoded by
 :mod:`segkd.cache.codec`, one atomic entry file per image (:mod:`segkd.cache.store`).
 
-Resumable: entries already on disk for the same fingerprint (``writing.pt``) are kept and the writer
-continues with the missing ones. Atomic: ``manifest.pt``, without which no run accepts the folder, is
-renamed into place only after the last entry and the error measurement.
+Resumable: entries already on disk for the same fingerprint (``writing.pt``) are read back (weights-only,
+embedded checksum) and kept when intact; damaged ones are re-written with the missing ones. Atomic:
+``manifest.pt``, without which no run accepts the folder, is renamed into place only after the last entry
+and the error measurement; it records the SHA-256 of every entry file. Run again on a finished cache, the
+writer checks every entry against those hashes and re-writes the damaged ones (``repaired`` in the returned
+manifest: {pool: [indices]}).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from tqdm import tqdm
 
 from segkd.cache import store
 from segkd.cache.codec import LOGIT_KEYS, decode, encode, nbytes, pixel_kl
+from segkd.cache.fingerprint import file_sha256
 from segkd.checkpoint_io import read_checkpoint, write_checkpoint
 
 CACHEABLE_KEYS = ("logits", "aux_logits", "feat")
@@ -108,37 +112,65 @@ def write_cache(
     fingerprint = {**fingerprint, "keys": sorted(keys), "codec": codec,
                    "topk": topk if codec == "topk" else None,
                    "pools": {name: len(ds) for name, ds in pools.items()}}
-    done = _prepare_folder(root, fingerprint, overwrite)
-    if done is not None:
-        return done
+    saved = _prepare_folder(root, fingerprint, overwrite)
+    teacher = teacher.to(device).eval()
+    if saved is not None:
+        return _check_finished(teacher, pools, root, saved, sorted(keys), codec, topk, device, progress)
     resumed = (root / store.WRITING).is_file()
     write_checkpoint({"fingerprint": fingerprint}, root / store.WRITING)
     tic = time.perf_counter()
-    teacher = teacher.to(device).eval()
     probe = probe_sizes(teacher, crop_size, sorted(keys), device)
-    pool_stats = {}
+    pool_stats, repaired = {}, {}
     for name, dataset in pools.items():
-        pool_stats[name] = _write_pool(teacher, dataset, root, name, sorted(keys), codec, topk, device,
-                                       progress)
+        problems = store.damaged_entries(root, name, len(dataset))  # kept entries are read back first
+        _write_entries(teacher, dataset, root, name, sorted(keys), codec, topk, device, progress,
+                       sorted(problems))
+        pool_stats[name] = _pool_stats(root, name, len(dataset))
+        damaged = sorted(i for i, problem in problems.items() if problem != "missing")
+        if damaged:
+            repaired[name] = damaged
     seconds = time.perf_counter() - tic
     first = next(iter(pools))
     error = measure_codec_error(teacher, pools[first], root, first, sorted(keys), error_images, device)
     manifest = {"format": store.FORMAT_VERSION, "fingerprint": fingerprint, "keys": sorted(keys),
                 "codec": codec, "topk": topk if codec == "topk" else None, "pools": pool_stats,
-                "crop_probe": probe, "error": error,
+                "crop_probe": probe, "error": error, "sha256": _entry_sums(root, pools),
                 "write_seconds": seconds, "resumed": resumed}  # the one-off cost (this invocation's writes)
     write_checkpoint(manifest, root / store.MANIFEST)
     (root / store.WRITING).unlink(missing_ok=True)
-    return manifest
+    return {**manifest, "repaired": repaired}
 
 
-def _write_pool(teacher: nn.Module, dataset: Any, root: Path, pool: str, keys: list[str], codec: str,
-                topk: int, device: Any, progress: bool) -> dict[str, Any]:
-    """Write every missing entry of one pool; returns its count and storage (bytes on disk, per map)."""
-    todo = [i for i in range(len(dataset)) if not store.entry_done(root, pool, i)]
-    bar = tqdm(total=len(dataset), initial=len(dataset) - len(todo), desc=f"cache-teacher {pool}",
+def _check_finished(teacher: nn.Module, pools: Mapping[str, Any], root: Path, saved: dict[str, Any],
+                    keys: list[str], codec: str, topk: int, device: Any, progress: bool) -> dict[str, Any]:
+    """A finished cache of the same fingerprint: check every entry against the manifest's SHA-256
+    (format 1 manifests have none: entries are read back), re-write the damaged ones and record their
+    new hashes. Returns the manifest with ``repaired`` ({pool: [indices]})."""
+    sums = saved.get("sha256") or {}
+    repaired = {}
+    for name, dataset in pools.items():
+        problems = store.damaged_entries(root, name, len(dataset), sums.get(name))
+        if problems:
+            repaired[name] = sorted(problems)
+            _write_entries(teacher, dataset, root, name, keys, codec, topk, device, progress, repaired[name])
+    if repaired or saved.get("format") != store.FORMAT_VERSION:
+        saved = {**saved, "format": store.FORMAT_VERSION, "sha256": _entry_sums(root, pools)}
+        write_checkpoint(saved, root / store.MANIFEST)
+    return {**saved, "repaired": repaired}
+
+
+def _entry_sums(root: Path, pools: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The SHA-256 of every entry file, per pool in index order (what a run verifies them against)."""
+    return {name: [file_sha256(store.entry_path(root, name, i)) for i in range(len(dataset))]
+            for name, dataset in pools.items()}
+
+
+def _write_entries(teacher: nn.Module, dataset: Any, root: Path, pool: str, keys: list[str], codec: str,
+                   topk: int, device: Any, progress: bool, indices: list[int]) -> None:
+    """Run the teacher on the images ``indices`` of one pool and write their entries."""
+    bar = tqdm(total=len(dataset), initial=len(dataset) - len(indices), desc=f"cache-teacher {pool}",
                unit="img", disable=not progress)
-    for index in todo:
+    for index in indices:
         sample = dataset[index]
         image = sample["image"]
         maps = teacher_maps(teacher, image[None].to(device), keys)
@@ -147,10 +179,14 @@ def _write_pool(teacher: nn.Module, dataset: Any, root: Path, pool: str, keys: l
         store.write_entry(root, pool, index, entry)
         bar.update(1)
     bar.close()
-    files = [store.entry_path(root, pool, i) for i in range(len(dataset))]
+
+
+def _pool_stats(root: Path, pool: str, count: int) -> dict[str, Any]:
+    """A pool's count and storage (bytes on disk, per image, per map of the first image)."""
+    files = [store.entry_path(root, pool, i) for i in range(count)]
     file_bytes = sum(p.stat().st_size for p in files)
     sample_entry = read_checkpoint(files[0])
-    return {"count": len(dataset), "bytes": file_bytes, "bytes_per_image": file_bytes / max(len(files), 1),
+    return {"count": count, "bytes": file_bytes, "bytes_per_image": file_bytes / max(len(files), 1),
             "first_image_size": sample_entry["size"],
             "map_bytes_first_image": {k: nbytes(v) for k, v in sample_entry["maps"].items()}}
 

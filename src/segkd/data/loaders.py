@@ -5,8 +5,10 @@ epoch ``p // N`` (a fresh permutation of the ``N`` samples seeded by ``(seed, ep
 augmentation seed derived from ``(seed, p)``. Rank ``r`` of ``W`` processes takes positions
 ``p = r, r + W, r + 2W, ...``, so together the ranks see each epoch exactly once, a dataset shorter than
 the run simply repeats, and the samples and their augmentation depend only on the seed (not on the number
-of workers). Workers re-seed torch's generator per sample (:class:`_SeededSamples`), so augmentation is
-the same with 0 or 8 workers. Nothing but indices is held in memory; samples are read on demand.
+of workers). Workers re-seed torch's generator per sample (:func:`seeded_sample`), so augmentation is
+the same with 0 or 8 workers. Nothing but indices is held in memory; samples are read on demand. With
+``data.skip_bad`` a pair that cannot be read is replaced by the next readable one, drawn with the same
+seed, so the batches stay a function of the seed (and of which files are bad).
 
 Hand-written sampler rather than ``DistributedSampler``: that one is epoch-based and needs ``set_epoch``
 calls, while segkd trains by iterations and must repeat short datasets without a notion of epochs.
@@ -15,7 +17,6 @@ calls, while segkd trains by iterations and must repeat short datasets without a
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
 from segkd.config_schema import DataConfig
+from segkd.data.base import DatasetError
 from segkd.labels import IGNORE_INDEX
+
+SKIPPED = "skipped"  # with data.skip_bad, per sample: the problems of the pairs skipped in its place
 
 
 def dist_info() -> tuple[int, int]:
@@ -82,31 +86,56 @@ class InfiniteSampler(Sampler):
             count, k = count + 1, k + 1
 
 
-class _SeededSamples(Dataset):
-    """Wraps a dataset so that item ``(index, seed)`` is loaded with torch's generator seeded by ``seed``."""
+def seeded_sample(dataset: Any, index: int, seed: int, skip_bad: bool = False) -> dict[str, Any]:
+    """``dataset[index]`` loaded with torch's CPU generator seeded by ``seed``.
 
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
+    ``skip_bad``: a pair whose reading raises :class:`DatasetError` is replaced by the next readable one
+    (``index + 1``, ``index + 2`` ... wrapping around), drawn with the same seed; the sample's
+    :data:`SKIPPED` entry lists the problems of the skipped pairs ("" when none). Without it the error
+    propagates.
+    """
+    problems: list[str] = []
+    for step in range(len(dataset)):
+        with torch.random.fork_rng(devices=[]):
+            # The CPU generator only: the same stream as torch.manual_seed, without its CUDA/MPS/XPU
+            # seeding, which in a process without CUDA queues a lazy call with a formatted stack trace
+            # (measured: 19 % of a demo training step, 0.1-1.4 ms per sample, growing with the depth of
+            # the call stack; the mixed loader of data.unlabeled paid it too until issue 26).
+            torch.default_generator.manual_seed(seed)
+            try:
+                sample = dataset[(index + step) % len(dataset)]
+            except DatasetError as err:
+                if not skip_bad:
+                    raise
+                problems.append(str(err))
+                continue
+        return {**sample, SKIPPED: "\n".join(problems)} if skip_bad else sample
+    raise DatasetError(f"data.skip_bad: none of the {len(dataset)} training pairs can be read; first: "
+                       f"{problems[0]}")
+
+
+def worker_error_message(err: BaseException) -> str:
+    """The original one-line message of an error a DataLoader worker raised (torch re-raises it as
+    ``Caught X in DataLoader worker process N.`` followed by the worker's traceback), else ``str(err)``."""
+    text = str(err).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
+class _SeededSamples(Dataset):
+    """Wraps a dataset so that item ``(index, seed)`` is :func:`seeded_sample`'s."""
+
+    def __init__(self, dataset: Dataset, skip_bad: bool = False) -> None:
+        self.dataset, self.skip_bad = dataset, skip_bad
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, item: tuple[int, int]) -> Any:
         index, seed = item
-        with seeded_cpu_generator(seed):
-            return self.dataset[index]
-
-
-@contextmanager
-def seeded_cpu_generator(seed: int) -> Iterator[None]:
-    """Run the block with torch's CPU generator seeded by ``seed``, restoring it afterwards.
-
-    The CPU generator only: the same stream as ``torch.manual_seed``, without its CUDA/MPS/XPU seeding,
-    which in a process without CUDA queues a lazy call with a formatted stack trace (measured: 19 % of a
-    demo training step, 0.1-1.4 ms per sample, growing with the depth of the call stack)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)
-        yield
+        return seeded_sample(self.dataset, index, seed, self.skip_bad)
 
 
 def _worker_init(worker_id: int) -> None:
@@ -134,7 +163,7 @@ def build_train_loader(
         start=start_batch * cfg.batch_size,
     )
     return DataLoader(
-        _SeededSamples(dataset),
+        _SeededSamples(dataset, cfg.skip_bad),
         batch_size=cfg.batch_size,
         sampler=sampler,
         num_workers=cfg.workers,

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from segkd.config_schema import DataConfig, UnlabeledConfig
 from segkd.data.base import SegDataset
-from segkd.data.loaders import InfiniteSampler, _mix, _worker_init, dist_info, seeded_cpu_generator
+from segkd.data.loaders import InfiniteSampler, _mix, _worker_init, dist_info, seeded_sample
 from segkd.labels import IGNORE_INDEX
 
 UNLABELED_STREAM = 2  # salt of the unlabelled stream's seed (the labelled stream uses the run seed itself)
@@ -125,15 +125,15 @@ class MixedBatchSampler(Sampler):
 
 class _MixedSamples(Dataset):
     """Item ``(is_labelled, index, seed)``: sample ``index`` of the labelled or unlabelled dataset, loaded
-    with torch's generator seeded by ``seed``; an unlabelled sample's label is set to ``IGNORE_INDEX``."""
+    by :func:`~segkd.data.loaders.seeded_sample` (``skip_bad`` replaces an unreadable pair by the next one
+    of the same dataset); an unlabelled sample's label is set to ``IGNORE_INDEX``."""
 
-    def __init__(self, labeled: Dataset, unlabeled: Dataset) -> None:
-        self.labeled, self.unlabeled = labeled, unlabeled
+    def __init__(self, labeled: Dataset, unlabeled: Dataset, skip_bad: bool = False) -> None:
+        self.labeled, self.unlabeled, self.skip_bad = labeled, unlabeled, skip_bad
 
     def __getitem__(self, item: tuple[bool, int, int]) -> dict[str, Any]:
         is_labeled, index, seed = item
-        with seeded_cpu_generator(seed):  # not torch.manual_seed: see seeded_cpu_generator
-            sample = (self.labeled if is_labeled else self.unlabeled)[index]
+        sample = seeded_sample(self.labeled if is_labeled else self.unlabeled, index, seed, self.skip_bad)
         if not is_labeled:
             sample = {**sample, "label": torch.full_like(sample["label"], IGNORE_INDEX)}
         return {**sample, "labeled": is_labeled}
@@ -165,7 +165,7 @@ def build_mixed_train_loader(
         start_batch=start_batch,
     )
     return DataLoader(
-        _MixedSamples(labeled, unlabeled),
+        _MixedSamples(labeled, unlabeled, cfg.skip_bad),
         batch_sampler=sampler,
         num_workers=cfg.workers,
         pin_memory=torch.cuda.is_available(),

@@ -11,12 +11,14 @@
    with the dataset's own reader, which also checks label values against ``[0, K)`` and ignore (255).
 
 Problems from both splits are collected and raised together as one :class:`PreflightError` naming each
-file; nothing is trained before it passes.
+file; nothing is trained before it passes. Splits whose bad pairs the run skips when drawn
+(``data.skip_bad``: ``tolerate``) only warn, one line per split.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,14 +46,22 @@ class PreflightReport:
     problems: list[str] = field(default_factory=list)
 
 
-def preflight(datasets: Mapping[str, SegDataset | None], sample: int = 16) -> list[PreflightReport]:
+def preflight(datasets: Mapping[str, SegDataset | None], sample: int = 16,
+              tolerate: Collection[str] = ()) -> list[PreflightReport]:
     """Check every split in ``datasets`` (``{"train": ..., "val": ...}``; None entries are skipped).
 
     Returns one :class:`PreflightReport` per split when all is well; raises :class:`PreflightError` listing
-    every problem (``"<split>: <problem naming the file>"``) otherwise.
+    every problem (``"<split>: <problem naming the file>"``) otherwise. The problems of the splits in
+    ``tolerate`` are printed as a warning instead (their bad pairs are skipped when drawn).
     """
+    from segkd.distributed import is_main_process
+
     reports = [preflight_split(ds, split, sample) for split, ds in datasets.items() if ds is not None]
-    problems = [f"{r.split}: {p}" for r in reports for p in r.problems]
+    for r in reports:
+        if r.split in tolerate and r.problems and is_main_process():
+            print(f"warning: data.skip_bad: the data check found {len(r.problems)} problem(s) in {r.split}, "
+                  f"skipped when drawn; first: {r.problems[0]}", file=sys.stderr)
+    problems = [f"{r.split}: {p}" for r in reports if r.split not in tolerate for p in r.problems]
     if problems:
         listed = problems[:MAX_LISTED]
         more = [f"... and {len(problems) - MAX_LISTED} more"] if len(problems) > MAX_LISTED else []

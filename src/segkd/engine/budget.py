@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import statistics
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -48,6 +48,7 @@ class Budget:
         spent_s: seconds of training steps charged so far (all units record it).
         iterations: iterations charged so far.
         student_step_s: measured seconds of one plain student step (``student_steps`` only).
+        key: the config key ``total`` came from, named in errors (``train.budget`` or ``train.iters``).
     """
 
     unit: str
@@ -56,14 +57,23 @@ class Budget:
     iterations: int = 0
     student_step_s: float | None = None
     device: torch.device | None = None  # of the ranks' collective (NCCL needs CUDA tensors); not saved
+    key: str = field(default="train.budget", repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.unit not in UNITS:
             units = ", ".join(UNITS)
             raise ValueError(f"config key 'train.budget_unit': {self.unit!r} is not one of {units}")
         if self.total <= 0:
-            raise ValueError(f"config key 'train.budget': must be positive, got {self.total}")
+            raise ValueError(f"config key '{self.key}': must be positive, got {self.total:g}")
         self._clock: StepClock | None = None
+
+    @classmethod
+    def from_config(cls, train: Any) -> Budget:
+        """The budget of a ``train`` config section: ``train.iters`` iterations when ``train.budget`` is 0,
+        else ``train.budget`` in ``train.budget_unit``."""
+        if train.budget <= 0:
+            return cls("iters", train.iters, key="train.iters")
+        return cls(train.budget_unit, train.budget)
 
     @property
     def spent(self) -> float:

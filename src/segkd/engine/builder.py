@@ -38,7 +38,7 @@ def build_data(cfg: ExperimentConfig, need_train: bool = True) -> DataBundle:
     val_set = build_dataset_from_config(cfg.data, cfg.data.val_split, train=False)
     train_set = build_dataset_from_config(cfg.data, cfg.data.train_split, train=True) if need_train else None
     ref = train_set if train_set is not None else val_set
-    num_classes = cfg.model.num_classes or ref.num_classes
+    num_classes = dataset_num_classes(cfg, ref)
     data = DataBundle(
         train_set, val_set, num_classes, list(ref.class_names), ref.palette, getattr(ref, "ignore_index", 255)
     )
@@ -47,8 +47,19 @@ def build_data(cfg: ExperimentConfig, need_train: bool = True) -> DataBundle:
         if data.unlabeled_set is not None:  # a sample fully loaded before step 1 (segkd.data.preflight)
             from segkd.data.preflight import preflight
 
-            preflight({"unlabeled": data.unlabeled_set})
+            preflight({"unlabeled": data.unlabeled_set}, tolerate=("unlabeled",) if cfg.data.skip_bad else ())
     return data
+
+
+def dataset_num_classes(cfg: ExperimentConfig, dataset: Any) -> int:
+    """The dataset's class count; ``model.num_classes``, when set, must be the same (one-line error)."""
+    k = int(dataset.num_classes)
+    if cfg.model.num_classes is not None and cfg.model.num_classes != k:
+        raise ValueError(
+            f"config: model.num_classes={cfg.model.num_classes} but the dataset (data.name={cfg.data.name}) "
+            f"has {k} classes; set model.num_classes={k} or leave it out (it then follows the dataset)"
+        )
+    return k
 
 
 def _unlabeled_set(data: DataBundle, cfg: ExperimentConfig) -> Any:
@@ -145,7 +156,7 @@ def build_teacher(
             "config: distill.teacher.checkpoint is not set, so the teacher would be randomly initialised; "
             "set it to the trained teacher's weights (or distill.allow_untrained_teacher=true to opt in)"
         )
-    teacher = build_model_from_config(cfg.distill.teacher, num_classes)
+    teacher = build_model_from_config(cfg.distill.teacher, num_classes, key="distill.teacher")
     teacher.requires_grad_(False)
     return teacher.eval()
 

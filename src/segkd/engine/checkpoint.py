@@ -21,6 +21,7 @@ from segkd.checkpoint_io import (
     CheckpointReadError,
     UnsafeCheckpointError,
     read_checkpoint,
+    refusal_reason,
     write_checkpoint,
 )
 from segkd.rundir import RunDir
@@ -99,9 +100,10 @@ def load_resume_state(
     """``(path, state)`` of the checkpoint to resume from, or ``(None, None)`` for a fresh run.
 
     With ``resume=auto`` a damaged ``latest.pt`` (empty, truncated, checksum mismatch) is reported and
-    the previous good checkpoint (``previous.pt``, kept by every save of latest.pt) is used instead. An
-    explicitly named damaged file is an error that points at ``previous.pt`` when one exists. A file that
-    would need arbitrary unpickling is always refused.
+    the previous good checkpoint (``previous.pt``, kept by every save of latest.pt) is used instead. When
+    that fails too, or an explicitly named file is damaged, the error names every checkpoint in the folder
+    with what is wrong with it, and how to resume from a readable one (e.g. ``best.pt``). A file that would
+    need arbitrary unpickling is always refused.
     """
     path = resolve_resume(resume, output_dir)
     if path is None:
@@ -112,16 +114,39 @@ def load_resume_state(
     except UnsafeCheckpointError:
         raise
     except CheckpointReadError as err:
-        if resume != "auto" or path == previous or not previous.is_file():
-            kept = previous.is_file() and path != previous
-            hint = f" ({previous} holds the checkpoint before it)" if kept else ""
-            raise CheckpointReadError(f"cannot resume: {err}{hint}") from None
-        state = load_checkpoint(previous, map_location)
-        print(
-            f"segkd train: warning: {err}; resuming from the previous good checkpoint {previous} "
-            f"(iteration {int(state['iteration'])})"
-        )
-        return previous, state
+        if resume == "auto" and path != previous and previous.is_file():
+            try:
+                state = load_checkpoint(previous, map_location)
+            except CheckpointReadError:
+                raise CheckpointReadError(no_resumable_checkpoint(path.parent)) from None
+            print(
+                f"segkd train: warning: {err}; resuming from the previous good checkpoint {previous} "
+                f"(iteration {int(state['iteration'])})"
+            )
+            return previous, state
+        raise CheckpointReadError(no_resumable_checkpoint(path.parent, path)) from None
+
+
+def no_resumable_checkpoint(folder: Path, named: Path | None = None) -> str:
+    """One line: every checkpoint in ``folder`` (latest, previous, best, then the others) with what is
+    wrong with it or its iteration, and the ``train.resume=`` of the readable one with the most
+    iterations; ``named``: the file the user asked for."""
+    order = {"latest.pt": 0, PREVIOUS_NAME: 1, "best.pt": 2}
+    files = sorted(folder.glob("*.pt"), key=lambda p: (order.get(p.name, 3), p.name))
+    listed, readable = [], {}
+    for file in files:
+        try:
+            readable[file] = int(load_checkpoint(file).get("iteration", 0))
+            listed.append(f"{file.name}: readable (iteration {readable[file]})")
+        except CheckpointReadError as err:
+            listed.append(f"{file.name}: {refusal_reason(err, file)}")
+    what = f"from {named}" if named else f"from {folder}: no readable latest.pt or {PREVIOUS_NAME}"
+    message = f"cannot resume {what}; checkpoints in {folder}: {'; '.join(listed) or 'none'}"
+    if not readable:
+        return message + "; train into a new output_dir=... to start over"
+    best = max(readable, key=lambda p: readable[p])
+    return (f"{message}. Resume from {best.name} with train.resume={best} (training continues from its "
+            f"iteration {readable[best]})")
 
 
 # Settings a resumed run can take up from the iteration it resumes at. Any other changed setting could not
@@ -135,6 +160,7 @@ APPLIED_ON_RESUME = (
     "train.device",
     "data.root",
     "data.workers",
+    "data.skip_bad",
     "data.val_batch_size",
     "eval.",
 )

@@ -64,10 +64,12 @@ def write_summary(
     method: str | None = None,
     config_changes: list[dict[str, Any]] | None = None,
     budget: dict[str, Any] | None = None,
+    skipped: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write and return ``{"name", "model", "method", "params", "macs", "latency_ms", "miou",
     "train_time_s", "iters"}``, plus ``config_changes`` (``[{"iteration", "changes"}]``) when the run was
-    resumed with changed settings, ``budget`` (:class:`segkd.engine.budget.Budget` state) and ``env``
+    resumed with changed settings, ``budget`` (:class:`segkd.engine.budget.Budget` state), ``skipped``
+    (``[{"iteration", "problem"}]``: training pairs ``data.skip_bad`` replaced) when any, and ``env``
     (library versions and CPU threads: what a bit-identical rerun needs to match)."""
     stats = profile(model, cfg)
     summary = {
@@ -86,6 +88,8 @@ def write_summary(
         summary["config_changes"] = config_changes
     if budget is not None:
         summary["budget"] = budget
+    if skipped:
+        summary["skipped"] = skipped
     summary["env"] = environment()
     RunDir(run_dir).summary.write_text(json.dumps(summary, indent=2))
     return summary

@@ -63,7 +63,7 @@ def cache_teacher(cfg: ExperimentConfig, root: str | Path | None = None, splits:
 
         pools["unlabeled"] = build_unlabeled_dataset(cfg.data, list(first.class_names))
         pools["unlabeled"].transform = build_transforms(cfg.data, train=False)
-    num_classes = cfg.model.num_classes or first.num_classes
+    num_classes = builder.dataset_num_classes(cfg, first)
     seed_everything(cfg.train.seed, cfg.train.deterministic, cfg.train.threads)  # as the trainer does
     student = builder.build_student(cfg.model, num_classes)
     teacher = builder.build_teacher(cfg, num_classes, list(first.class_names))
@@ -74,6 +74,16 @@ def cache_teacher(cfg: ExperimentConfig, root: str | Path | None = None, splits:
     manifest = write_cache(teacher, pools, root, keys, fingerprint, crop, codec, topk,
                            _device(cfg.train.device), error_images, overwrite, progress)
     return {**manifest, "root": str(root)}
+
+
+def describe_repairs(repaired: dict[str, list[int]], pools: dict[str, Any]) -> str:
+    """``checked N entries: all intact`` or ``... re-wrote K damaged entries (pool: i, j, ...)``."""
+    checked = sum(int(stats["count"]) for stats in pools.values())
+    count = sum(len(v) for v in repaired.values())
+    if not count:
+        return f"checked {checked} entries: all intact"
+    listed = "; ".join(f"{pool}: {', '.join(map(str, indices))}" for pool, indices in repaired.items())
+    return f"checked {checked} entries, re-wrote {count} damaged entr{'ies' if count > 1 else 'y'} ({listed})"
 
 
 def describe(manifest: dict[str, Any]) -> str:
@@ -87,6 +97,7 @@ def describe(manifest: dict[str, Any]) -> str:
                      f"{stats['bytes_per_image'] / 1024:.1f} KiB per image ({h}x{w}: {maps})")
     resumed = " (this run resumed an interrupted write)" if manifest["resumed"] else ""
     lines.append(f"  written in {manifest['write_seconds']:.1f} s{resumed}")
+    lines.append("  " + describe_repairs(manifest.get("repaired", {}), manifest["pools"]))
     err = manifest["error"]
     if err.get("kl_t1") is not None:
         lines.append(f"  error vs float32 on {err['images']} images: KL {err['kl_t1']:.3g} nats/pixel at T=1 "

@@ -4,7 +4,9 @@ The trainer loops, logs, validates and checkpoints; nothing else. Each iteration
 ``train.grad_accum`` micro-batches and the optimizers (built by :mod:`segkd.engine.optim`, keyed by role)
 to :meth:`segkd.engine.distiller.Distiller.train_step`, which is the whole algorithm. Periodic validation
 keeps ``best.pt``; ``latest.pt`` holds everything to continue exactly (model, loss modules and queues,
-optimizers, schedulers, AMP scaler, iteration, RNG). SIGINT/SIGTERM stop cleanly (:mod:`.stop`).
+optimizers, schedulers, AMP scaler, iteration, RNG). SIGINT/SIGTERM stop cleanly (:mod:`.stop`). A
+training pair that cannot be read stops the run after saving a resumable ``latest.pt``
+(:class:`TrainingDataError`), unless ``data.skip_bad`` replaces it (logged as ``skipped``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import torch
 
 from segkd.config import save_config, to_dict
 from segkd.config_schema import ExperimentConfig
+from segkd.data.base import DatasetError
+from segkd.data.loaders import SKIPPED, worker_error_message
 from segkd.data.preflight import preflight
 from segkd.distributed import (
     barrier,
@@ -91,7 +95,8 @@ class Trainer:
             data = builder.build_data(cfg)
             # Every rank checks (a rank that raised alone would leave the others waiting): headers of every
             # file of both splits, full loads of a sample, before the first step (segkd.data.preflight).
-            preflight({"train": data.train_set, "val": data.val_set})
+            preflight({"train": data.train_set, "val": data.val_set},
+                      tolerate=("train",) if cfg.data.skip_bad else ())
         self.data = data
         self.meta = builder.run_meta(cfg, self.data)
         student = builder.build_student(cfg.model, self.data.num_classes)
@@ -113,6 +118,8 @@ class Trainer:
         self.optimizers = build_optimizers(self.distiller, cfg, self.budget)
         self.iteration, self.best_miou, self.train_time = 0, -1.0, 0.0
         self.validated_at = -1
+        self.skipped: list[dict[str, Any]] = []  # data.skip_bad: {"iteration", "problem"} per skipped pair
+        self._skipped_now: list[str] = []  # problems of the batches of the iteration being run
         self.val_loader = builder.build_val_loader_for(self.data, cfg.data)
         # Build the batch stream before restoring RNG states: creating it may draw from the global RNG.
         self.batches = builder.build_train_iterator(self.data, cfg, start, self.budget.max_iterations())
@@ -123,7 +130,7 @@ class Trainer:
         """The run's :class:`Budget` from ``train.budget`` / ``train.iters``: continued from the resumed
         checkpoint, else (student-step budgets) with the plain student step measured now."""
         t = self.cfg.train
-        budget = Budget("iters", t.iters) if t.budget <= 0 else Budget(t.budget_unit, t.budget)
+        budget = Budget.from_config(t)
         budget.device = self.device
         saved = self.resume_state.get("budget") if self.resume_state is not None else None
         if saved is not None:
@@ -178,6 +185,7 @@ class Trainer:
         self.best_miou = float(state.get("best_miou", -1.0))
         self.train_time = float(state.get("train_time_s", 0.0))
         self.change_log = list(state.get("config_changes", []))
+        self.skipped = list(state.get("skipped", []))
         if self.config_changes:
             self.change_log.append({"iteration": self.iteration, "changes": self.config_changes})
         rngs = state.get("rng_per_rank") or [state["rng"]]
@@ -216,6 +224,7 @@ class Trainer:
             "budget": self.budget.state_dict(),
             "config": to_dict(self.cfg),
             "config_changes": self.change_log,
+            "skipped": self.skipped,
             "meta": self.meta,
         }
 
@@ -234,16 +243,49 @@ class Trainer:
     # ------------------------------------------------------------------------------------- training
     def _next_batch(self) -> dict[str, torch.Tensor]:
         batch = next(self.batches)  # image, label, labeled (data.unlabeled), teacher.* (a teacher cache)
+        for problems in batch.get(SKIPPED, []):  # data.skip_bad: pairs replaced in this batch
+            self._skipped_now += [p for p in problems.split("\n") if p]
         return {
             k: v.to(self.device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)
         }
 
+    def _fetch_batches(self) -> list[dict[str, torch.Tensor]]:
+        """This iteration's micro-batches; a pair that cannot be read saves ``latest.pt`` and stops the run
+        (:class:`TrainingDataError`), the state being that of the last finished iteration."""
+        try:
+            return [self._next_batch() for _ in range(self.cfg.train.grad_accum)]
+        except DatasetError as err:
+            problem = worker_error_message(err)
+            saved = self._rescue_save()
+            kept = (f"saved a resumable checkpoint {self.run.latest} (iteration {self.iteration})" if saved
+                    else f"rank {rank()} writes no checkpoint (only rank 0 does; the last saved one is kept)")
+            raise TrainingDataError(
+                f"training data error at iteration {self.iteration + 1}: {problem}; {kept}; fix or remove "
+                "the file, or set data.skip_bad=true to skip unreadable pairs, then continue with "
+                "train.resume=auto"
+            ) from None
+
     def train_step(self) -> dict[str, float]:
         """One iteration, run by the distiller (:meth:`Distiller.train_step`); returns the logged terms."""
-        batches = [self._next_batch() for _ in range(self.cfg.train.grad_accum)]
+        batches = self._fetch_batches()
         logged = self.distiller.train_step(batches, self.optimizers, self.iteration)
         self.iteration += 1
         return logged
+
+    def _log_skipped(self, logger: RunLogger) -> None:
+        """Warn about, log (``skipped`` events) and keep the pairs data.skip_bad replaced this iteration."""
+        for problem in self._skipped_now:
+            logger.message(f"segkd train: warning: skipped a bad training pair (data.skip_bad): {problem}")
+            logger.event(self.iteration, "skipped", {"problem": problem})
+            self.skipped.append({"iteration": self.iteration, "problem": problem})
+        self._skipped_now = []
+
+    def _rescue_save(self) -> bool:
+        """Write ``latest.pt`` without a collective (a failing rank cannot join one): rank 0 only.
+        Returns whether this rank wrote it."""
+        if is_main_process():
+            save_checkpoint(self.state_dict(gather=False), self.run.latest, keep_previous=True)
+        return is_main_process()
 
     # ----------------------------------------------------------------------------------- validation
     def validate(self, logger: RunLogger) -> float:
@@ -291,6 +333,7 @@ class Trainer:
         self.budget.start_step()
         logged = self.train_step()
         self.train_time += self.budget.end_step()
+        self._log_skipped(logger)
         logger.step({k: v for k, v in logged.items() if "/" not in k})
         last = self.budget.exhausted()
         if self._due(cfg.log_interval) or last:
@@ -312,8 +355,7 @@ class Trainer:
         try:
             self.validate(logger)
         except Exception as err:
-            if is_main_process():
-                save_checkpoint(self.state_dict(gather=False), self.run.latest, keep_previous=True)
+            self._rescue_save()
             raise ValidationFailed(
                 f"validation at iteration {self.iteration} failed: {err}; the trained weights are saved in "
                 f"{self.run.latest} (fix the data, then segkd eval it or resume)"
@@ -344,7 +386,7 @@ class Trainer:
                     logger.message(f"segkd train: budget spent after {self.iteration} iterations")
                     self._validate_keeping_weights(logger)
                     self.save(self.run.latest.name)
-        except (NonFiniteLossError, TrainingInterrupted, ValidationFailed) as err:
+        except (NonFiniteLossError, TrainingInterrupted, ValidationFailed, TrainingDataError) as err:
             logger.message(f"segkd train: {err}")
             raise
         finally:
@@ -359,12 +401,17 @@ class Trainer:
                 self.iteration,
                 config_changes=self.change_log,
                 budget=self.budget.state_dict(),
+                skipped=self.skipped,
             )
         barrier()
 
 
 class ValidationFailed(RuntimeError):
     """Validation raised during training; the trained weights were saved before re-raising."""
+
+
+class TrainingDataError(DatasetError):
+    """A training pair could not be read; ``latest.pt`` was saved first. One line naming the file."""
 
 
 def _gather_objects(obj: Any) -> list[Any]:

@@ -24,23 +24,26 @@ __all__ = [
 ]
 
 
-def build_model_from_config(cfg: ModelConfig, num_classes: int | None = None) -> Segmentor:
+def build_model_from_config(
+    cfg: ModelConfig, num_classes: int | None = None, key: str = "model"
+) -> Segmentor:
     """Build ``cfg.name`` (with ``cfg.pretrained`` backbone weights) and load ``cfg.checkpoint`` if set.
 
     ``num_classes`` is the dataset's class count; ``cfg.num_classes`` overrides it when the dataset does not
-    give one, and the two must agree when both are set.
+    give one, and the two must agree when both are set. ``key``: the config section ``cfg`` is
+    (``model`` or ``distill.teacher``), named in errors.
     """
     k = cfg.num_classes if cfg.num_classes is not None else num_classes
     if k is None:
-        raise ValueError(f"model {cfg.name}: num_classes is unknown (set model.num_classes)")
+        raise ValueError(f"model {cfg.name}: num_classes is unknown (set {key}.num_classes)")
     if num_classes is not None and cfg.num_classes is not None and cfg.num_classes != num_classes:
         raise ValueError(
-            f"model.num_classes={cfg.num_classes} disagrees with the dataset's {num_classes} classes"
+            f"{key}.num_classes={cfg.num_classes} disagrees with the dataset's {num_classes} classes"
         )
     model_keys = {"name", "num_classes", "pretrained", "output_stride", "head_channels", "aux"}
     clash = sorted(set(cfg.options) & model_keys)
     if clash:
-        raise ValueError(f"model.options.{clash[0]}: set model.{clash[0]} instead (not inside model.options)")
+        raise ValueError(f"{key}.options.{clash[0]}: set {key}.{clash[0]} instead (not inside {key}.options)")
     model = build_model(
         cfg.name,
         k,

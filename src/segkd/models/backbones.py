@@ -13,6 +13,10 @@ from typing import Any
 import timm
 from torch import Tensor, nn
 
+# timm keywords that make timm read a weights file itself (``load_checkpoint`` / its pretrained loader);
+# segkd reads such files only through segkd.checkpoint_io (model.pretrained=FILE, model.checkpoint=FILE).
+FILE_LOADING_TIMM_KWARGS = ("checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay")
+
 
 @dataclass
 class BackboneSpec:
@@ -50,12 +54,24 @@ def timm_backbone(
     which is the scheme of the reference ResNetV1b (``dilation=1, previous_dilation=2`` in layer3).
     ``pretrained=True`` downloads through timm's own hub mechanism.
     """
+    refuse_file_loading(timm_kwargs)
     kwargs = dict(timm_kwargs)
     if output_stride != 32:
         kwargs["output_stride"] = output_stride
     indices = _stage_indices(name, num_stages, kwargs)
     model = timm.create_model(name, features_only=True, pretrained=pretrained, out_indices=indices, **kwargs)
     return BackboneSpec(model, list(model.feature_info.channels()))
+
+
+def refuse_file_loading(timm_kwargs: dict[str, Any]) -> None:
+    """ValueError (one line) when ``timm_kwargs`` would have timm load a weights file itself."""
+    for key in FILE_LOADING_TIMM_KWARGS:
+        if key in timm_kwargs:
+            raise ValueError(
+                f"options.timm_kwargs.{key} (model.options / distill.teacher.options): segkd does not let "
+                "timm read weight files; give ImageNet weights as model.pretrained=FILE or the whole "
+                "model's as model.checkpoint=FILE, both read by segkd's weights-only reader"
+            )
 
 
 class TinyBackbone(nn.Module):

@@ -40,7 +40,7 @@ def needs_adapter(cfg: Any) -> bool:
 def _segkd(cfg: Any, num_classes: int) -> tuple[nn.Module, list[str] | None, str]:
     from segkd.models import build_model_from_config
 
-    model = build_model_from_config(cfg, None if cfg.num_classes else num_classes)
+    model = build_model_from_config(cfg, None if cfg.num_classes else num_classes, key="distill.teacher")
     return model, cfg.class_names, "head.bottleneck"
 
 
