@@ -26,6 +26,9 @@ from segkd.checkpoint_io import read_checkpoint, write_checkpoint
 MANIFEST = "manifest.pt"
 WRITING = "writing.pt"
 FORMAT_VERSION = 1
+# What a full disk keeps (the message of segkd.outputs.DiskFullError for a cache file).
+KEPT_ON_FULL_DISK = ("the entries written so far are intact (free some space, then run segkd cache-teacher "
+                     "again to finish the cache)")
 
 
 class CacheIncompleteError(ValueError):
@@ -37,7 +40,7 @@ def entry_path(root: Path, pool: str, index: int) -> Path:
 
 
 def write_entry(root: Path, pool: str, index: int, entry: dict[str, Any]) -> Path:
-    return write_checkpoint(entry, entry_path(root, pool, index))
+    return write_checkpoint(entry, entry_path(root, pool, index), kept=KEPT_ON_FULL_DISK)
 
 
 def entry_done(root: Path, pool: str, index: int) -> bool:

@@ -112,7 +112,7 @@ def write_cache(
     if done is not None:
         return done
     resumed = (root / store.WRITING).is_file()
-    write_checkpoint({"fingerprint": fingerprint}, root / store.WRITING)
+    write_checkpoint({"fingerprint": fingerprint}, root / store.WRITING, kept=store.KEPT_ON_FULL_DISK)
     tic = time.perf_counter()
     teacher = teacher.to(device).eval()
     probe = probe_sizes(teacher, crop_size, sorted(keys), device)
@@ -127,7 +127,7 @@ def write_cache(
                 "codec": codec, "topk": topk if codec == "topk" else None, "pools": pool_stats,
                 "crop_probe": probe, "error": error,
                 "write_seconds": seconds, "resumed": resumed}  # the one-off cost (this invocation's writes)
-    write_checkpoint(manifest, root / store.MANIFEST)
+    write_checkpoint(manifest, root / store.MANIFEST, kept=store.KEPT_ON_FULL_DISK)
     (root / store.WRITING).unlink(missing_ok=True)
     return manifest
 

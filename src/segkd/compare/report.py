@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from segkd.compare.plan import BASELINE  # noqa: E402
 from segkd.compare.runner import RunResult, results_as_dicts  # noqa: E402
 from segkd.compare.stats import paired_gain, summarize  # noqa: E402
+from segkd.outputs import write_figure, write_text  # noqa: E402
 
 
 def analyse(results: list[RunResult]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -115,9 +116,9 @@ def write_outputs(
         "notes": notes or [],
         "runs": results_as_dicts(results),
     }
-    (out / "compare.json").write_text(json.dumps(data, indent=2))
+    write_text(out / "compare.json", json.dumps(data, indent=2))
     figures = plot_all(results, table, out)
-    (out / "compare.md").write_text(_markdown(data, table, figures, notes or []))
+    write_text(out / "compare.md", _markdown(data, table, figures, notes or []))
     return data
 
 
@@ -216,6 +217,4 @@ def _plot_cost(results: list[RunResult], path: Path) -> Path:
 
 def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return write_figure(path, fig, dpi=110)
