@@ -187,7 +187,7 @@ def test_killed_compare_resumes_where_it_stopped(
         return original(self)
 
     monkeypatch.setattr(Trainer, "train_step", killed_in_third_run)
-    assert _compare(recipes, out, "--match", "iters", "train.ckpt_interval=1") == 130  # one line, no traceback
+    assert _compare(recipes, out, "--match", "iters", "train.ckpt_interval=1") == 130  # one line
     assert "segkd compare: interrupted; the " in capsys.readouterr().err
     assert not (out / "iters" / "kd" / "seed0" / "summary.json").exists()
     monkeypatch.setattr(Trainer, "train_step", original)
