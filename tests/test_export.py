@@ -96,9 +96,10 @@ def test_failed_parity_never_leaves_the_final_file(tmp_path):
     ckpt, _ = make_checkpoint(tmp_path / "student.pt")
     target = tmp_path / "student.onnx"
     target.write_bytes(b"earlier export")  # an earlier good export stays as it was
-    with pytest.raises(ParityError, match="student.failed-parity.onnx") as info:
+    with pytest.raises(ParityError, match="student-2.failed-parity.onnx") as info:
         export_student(ckpt, path=target, fmt="onnx", atol=-1.0)  # no graph can pass a negative tolerance
-    assert "was not written" in str(info.value)
+    assert "student-2.onnx was not written" in str(info.value)  # the earlier export's name is not reused
     assert target.read_bytes() == b"earlier export"
-    assert (tmp_path / "student.failed-parity.onnx").is_file()
+    assert (tmp_path / "student-2.failed-parity.onnx").is_file()
+    assert not (tmp_path / "student-2.onnx").exists()
     assert not list(tmp_path.glob(".*exporting*"))

@@ -65,8 +65,8 @@ def test_legacy_exporter_also_gets_dynamic_pooling(tmp_path):
     """The fallback exporter (TorchScript-based) gives a size-independent graph from the same copy."""
     _, model = make_checkpoint(tmp_path / "s.pt", name="test_tiny_student")
     graph = InferenceGraph(model).eval()
-    _export_legacy(dynamic_export_copy(graph), torch.zeros(1, 3, 32, 48), tmp_path / "l.onnx", dynamic=True)
-    session = ort.InferenceSession(str(tmp_path / "l.onnx"), providers=["CPUExecutionProvider"])
+    proto = _export_legacy(dynamic_export_copy(graph), torch.zeros(1, 3, 32, 48), dynamic=True)  # in memory
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     x = torch.randn(1, 3, 56, 40)
     with torch.no_grad():
         np.testing.assert_allclose(session.run(None, {"images": x.numpy()})[0], graph(x).numpy(), atol=1e-4)

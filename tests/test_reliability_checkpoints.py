@@ -156,9 +156,9 @@ def test_resume_falls_back_to_previous_good_checkpoint(tmp_path: Path, capsys: p
 
 # ------------------------------------------------------------------------------------- disk and folders
 class _FullDisk:
-    """A checkpoint writer on a disk that fills up after ten bytes."""
+    """A file writer on a disk that fills up after ten bytes."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, path: Path | None = None) -> None:
         self.handle = os.fdopen(fd, "wb")
 
     def __enter__(self) -> _FullDisk:
@@ -173,7 +173,7 @@ class _FullDisk:
 
 
 def test_disk_full_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import segkd.checkpoint_io as io
+    import segkd.outputs as io
 
     path = write_checkpoint({"model": {"w": torch.ones(3)}, "iteration": 1}, tmp_path / "latest.pt")
     monkeypatch.setattr(io, "_open_for_write", _FullDisk)
@@ -188,12 +188,13 @@ def test_disk_full_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch: pytes
 def test_disk_full_during_training_stops_cleanly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ):
-    import segkd.checkpoint_io as io
+    import segkd.outputs as io
 
     opened = []
 
-    def fills_on_third_write(fd: int):
-        opened.append(fd)
+    def fills_on_third_write(fd: int, path: Path):
+        if path.suffix == ".pt":
+            opened.append(fd)
         return _FullDisk(fd) if len(opened) >= 3 else os.fdopen(fd, "wb")
 
     monkeypatch.setattr(io, "_open_for_write", fills_on_third_write)
@@ -209,13 +210,13 @@ def test_disk_full_during_training_stops_cleanly(
 def test_unwritable_output_dir_is_refused_before_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ):
-    import segkd.rundir as rundir
+    import segkd.outputs as outputs
 
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
     # Tests run as root in CI, where chmod cannot make a folder read-only: the write probe is patched.
-    monkeypatch.setattr(rundir.tempfile, "TemporaryFile", denied)
+    monkeypatch.setattr(outputs.tempfile, "TemporaryFile", denied)
     steps = []
     monkeypatch.setattr(Trainer, "train_step", lambda self: steps.append(1))
     argv = ["train", str(_empty_config(tmp_path)), *tiny_overrides(tmp_path / "ro", iters=2)]

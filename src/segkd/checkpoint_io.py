@@ -17,18 +17,17 @@ beside it (a hard link taken before the rename, so the target name always exists
 :func:`read_checkpoint` accepts that file (it is read back once per save): a damaged file is replaced
 without being kept, so it never takes the place of a good ``previous.pt`` (e.g. after
 ``train.resume=auto`` fell back to it). A full disk raises :class:`DiskFullError` naming the file, with the
-earlier checkpoint intact.
+earlier checkpoint intact. The atomic write itself is :func:`segkd.outputs.write_bytes`, the writer of
+every file segkd produces.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,9 +35,13 @@ from typing import Any
 
 import torch
 
+from segkd.outputs import DiskFullError, write_bytes
+
 CHECKSUM_KEY = "checksum"
 PREVIOUS_NAME = "previous.pt"
 SAFE_TORCH = (2, 6)  # first torch whose weights_only unpickler cannot be made to run code (CVE-2025-32434)
+__all__ = ["CheckpointReadError", "CorruptCheckpointError", "DiskFullError", "UnsafeCheckpointError",
+           "read_checkpoint", "state_checksum", "write_checkpoint"]
 
 
 class CheckpointReadError(ValueError):
@@ -56,9 +59,6 @@ class CorruptCheckpointError(CheckpointReadError):
 class UnsafeTorchError(CheckpointReadError):
     """The installed torch can run code from a crafted file even with ``weights_only=True``."""
 
-
-class DiskFullError(OSError):
-    """No space left while writing a checkpoint; the previous file at the target path is intact."""
 
 
 def _hash_value(digest: Any, value: Any) -> None:
@@ -150,41 +150,38 @@ def short_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__
 
 
+TRAINING_KEPT = ("the last good checkpoint there is intact (free some space, then resume with "
+                 "train.resume=auto)")
+
+
 def write_checkpoint(
-    state: dict[str, Any], path: str | os.PathLike[str], keep_previous: bool = False
+    state: dict[str, Any],
+    path: str | os.PathLike[str],
+    keep_previous: bool = False,
+    kept: str = TRAINING_KEPT,
 ) -> Path:
     """Add a checksum to ``state`` and write it atomically to ``path`` (see the module docstring).
 
     ``keep_previous``: the file being replaced stays readable as ``previous.pt`` in the same folder.
+    ``kept``: what the :class:`DiskFullError` of a full disk says is intact and how to continue.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {**state, CHECKSUM_KEY: state_checksum(state)}
     buffer = io.BytesIO()
     torch.save(state, buffer)  # in memory first: a write error is then a plain OSError, not torch's
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with _open_for_write(fd) as handle:
-            handle.write(buffer.getbuffer())
-            handle.flush()
-            os.fsync(handle.fileno())
-        if keep_previous and path.is_file() and _readable(path):
-            _link_previous(path)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(
-                err.errno,
-                f"no space left on the disk while writing {path}; the last good checkpoint there is "
-                "intact (free some space, then resume with train.resume=auto)",
-            ) from None
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes(
+        path,
+        buffer.getbuffer(),
+        before_replace=_keep_previous if keep_previous else None,
+        kept=kept,
+    )
+
+
+def _keep_previous(path: Path) -> None:
+    """Keep the file ``path`` is about to replace as ``previous.pt``, only when it reads back intact: a
+    damaged file never takes the place of a good ``previous.pt`` (e.g. after train.resume=auto fell back
+    to it)."""
+    if path.is_file() and _readable(path):
+        _link_previous(path)
 
 
 def _readable(path: Path) -> bool:
@@ -196,13 +193,10 @@ def _readable(path: Path) -> bool:
     return True
 
 
-def _open_for_write(fd: int) -> io.BufferedWriter:
-    """The file object checkpoints are written through (one seam for fault-injection tests)."""
-    return os.fdopen(fd, "wb")
-
-
 def _link_previous(path: Path) -> None:
     """Make ``previous.pt`` (beside ``path``) the file currently at ``path`` (hard link, atomic rename)."""
+    if not path.is_file():
+        return
     previous = path.with_name(PREVIOUS_NAME)
     staging = path.with_name(f".{PREVIOUS_NAME}.link")
     staging.unlink(missing_ok=True)
@@ -211,15 +205,3 @@ def _link_previous(path: Path) -> None:
     except OSError:  # file systems without hard links: copy instead
         staging.write_bytes(path.read_bytes())
     os.replace(staging, previous)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist a rename (best effort: not every platform can open a directory)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -251,9 +251,6 @@ def load_config(
 
 def save_config(cfg: Any, path: str | os.PathLike[str]) -> Path:
     """Write the resolved config as YAML (atomically) and return its path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    from segkd.outputs import write_text
+
+    return write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -15,11 +15,11 @@ Layout::
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from segkd.checkpoint_io import PREVIOUS_NAME
+from segkd.outputs import make_writable_dir, unused_path
 
 
 class RunDirError(ValueError):
@@ -96,11 +96,7 @@ class RunDir:
             name += "_" + "-".join(f"{s:g}" for s in scales)
         if flip:
             name += "_flip"
-        folder, n = self.root / "evals" / name, 1
-        while folder.exists():
-            n += 1
-            folder = self.root / "evals" / f"{name}-{n}"
-        return folder
+        return unused_path(self.root / "evals" / name, folder=True)
 
     def results(self) -> list[Path]:
         """Files that show a run already trained here (checkpoints, summary, KA auto-encoder)."""
@@ -120,13 +116,5 @@ class RunDir:
 
     def create(self) -> None:
         """Create the folders and prove they are writable before any work starts."""
-        try:
-            self.checkpoints.mkdir(parents=True, exist_ok=True)
-            for folder in (self.root, self.checkpoints):
-                with tempfile.TemporaryFile(dir=folder):
-                    pass
-        except OSError as err:
-            raise RunDirError(
-                f"cannot write to the run directory {self.root}: {err.strerror or err}; "
-                "choose a writable output_dir=..."
-            ) from None
+        for folder in (self.root, self.checkpoints):
+            make_writable_dir(folder, "the run directory", "choose a writable output_dir=...")

@@ -32,6 +32,9 @@ MANIFEST = "manifest.pt"
 WRITING = "writing.pt"
 FORMAT_VERSION = 2  # 2: the manifest holds every entry file's SHA-256 (``sha256``: {pool: [hex, ...]})
 ENTRY_KEYS = ("name", "size", "maps")
+# What a full disk keeps (the message of segkd.outputs.DiskFullError for a cache file).
+KEPT_ON_FULL_DISK = ("the entries written so far are intact (free some space, then run segkd cache-teacher "
+                     "again to finish the cache)")
 
 
 class CacheIncompleteError(ValueError):
@@ -47,7 +50,7 @@ def entry_path(root: Path, pool: str, index: int) -> Path:
 
 
 def write_entry(root: Path, pool: str, index: int, entry: dict[str, Any]) -> Path:
-    return write_checkpoint(entry, entry_path(root, pool, index))
+    return write_checkpoint(entry, entry_path(root, pool, index), kept=KEPT_ON_FULL_DISK)
 
 
 def entry_problem(root: Path, pool: str, index: int, sha256: str | None = None) -> str | None:

@@ -117,7 +117,7 @@ def write_cache(
     if saved is not None:
         return _check_finished(teacher, pools, root, saved, sorted(keys), codec, topk, device, progress)
     resumed = (root / store.WRITING).is_file()
-    write_checkpoint({"fingerprint": fingerprint}, root / store.WRITING)
+    write_checkpoint({"fingerprint": fingerprint}, root / store.WRITING, kept=store.KEPT_ON_FULL_DISK)
     tic = time.perf_counter()
     probe = probe_sizes(teacher, crop_size, sorted(keys), device)
     pool_stats, repaired = {}, {}
@@ -136,7 +136,7 @@ def write_cache(
                 "codec": codec, "topk": topk if codec == "topk" else None, "pools": pool_stats,
                 "crop_probe": probe, "error": error, "sha256": _entry_sums(root, pools),
                 "write_seconds": seconds, "resumed": resumed}  # the one-off cost (this invocation's writes)
-    write_checkpoint(manifest, root / store.MANIFEST)
+    write_checkpoint(manifest, root / store.MANIFEST, kept=store.KEPT_ON_FULL_DISK)
     (root / store.WRITING).unlink(missing_ok=True)
     return {**manifest, "repaired": repaired}
 

@@ -97,24 +97,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def output_path(what: str, subject: list[str], explicit: str | None = None) -> Path:
     """``--out`` as given, else ``bench_<what>_<subject>.json`` named by what was measured; an existing
-    file is never replaced (``-2``, ``-3`` ... are appended)."""
+    file is never replaced (``-2``, ``-3`` ... are appended) and the folder is checked writable, before
+    anything is measured."""
+    from segkd.outputs import new_output
+
     if explicit:
         path = Path(explicit)
     else:
         slug = re.sub(r"[^A-Za-z0-9_.+-]+", "-", "_".join(subject)).strip("-")[:80]
         path = Path(f"bench_{what}_{slug}.json")
-    candidate, n = path, 1
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
-    return candidate
+    return new_output(path, f"bench {what}")
 
 
-def _write(args: argparse.Namespace, result: dict, table: str, subject: list[str]) -> int:
+def _write(result: dict, table: str, path: Path) -> int:
+    from segkd.outputs import write_text
+
     print(table)
-    path = output_path(args.bench, subject, args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    write_text(path, json.dumps(result, indent=2))
     print(f"\nwrote {path}")
     return 0
 
@@ -123,23 +122,26 @@ def run_infer(args: argparse.Namespace) -> int:
     from segkd.bench.infer import bench_infer, bench_onnx_files, infer_table, onnx_files_table
 
     if all(m.endswith(".onnx") for m in args.model):
+        path = output_path(args.bench, [Path(m).stem for m in args.model], args.json)
         result = bench_onnx_files(args.model, args.iters, args.warmup, args.rounds, args.threads)
-        return _write(args, result, onnx_files_table(result), [Path(m).stem for m in args.model])
+        return _write(result, onnx_files_table(result), path)
     if len(args.model) != 1:
         raise ValueError("bench infer: give one model name / checkpoint, or only .onnx files")
+    size = f"{args.size[0]}x{args.size[1]}"
+    path = output_path(args.bench, [Path(args.model[0]).name, size, f"b{args.batch}"], args.json)
     result = bench_infer(args.model[0], args.size, args.num_classes, args.batch, args.iters, args.warmup,
                          args.device, not args.no_compile, args.threads)
-    size = f"{args.size[0]}x{args.size[1]}"
-    return _write(args, result, infer_table(result), [Path(args.model[0]).name, size, f"b{args.batch}"])
+    return _write(result, infer_table(result), path)
 
 
 def run_loss(args: argparse.Namespace) -> int:
     from segkd.bench.loss import bench_loss, loss_table
 
+    sizes = ["x".join(map(str, size)) for size in args.sizes]
+    path = output_path(args.bench, [args.name, *sizes], args.json)
     result = bench_loss(args.name, args.sizes, tuple(args.channels), args.num_classes, args.iters,
                         naive=not args.no_naive)
-    sizes = ["x".join(map(str, size)) for size in args.sizes]
-    return _write(args, result, loss_table(result), [args.name, *sizes])
+    return _write(result, loss_table(result), path)
 
 
 def run_distill(args: argparse.Namespace) -> int:
@@ -147,9 +149,10 @@ def run_distill(args: argparse.Namespace) -> int:
     from segkd.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    result = bench_distill(cfg, args.methods, args.iters, args.warmup, options=args.options)
     subject = [Path(args.config).stem if args.config else "default", args.options, *(args.methods or ["all"])]
-    return _write(args, result, distill_table(result), subject)
+    path = output_path(args.bench, subject, args.json)
+    result = bench_distill(cfg, args.methods, args.iters, args.warmup, options=args.options)
+    return _write(result, distill_table(result), path)
 
 
 def run_cache(args: argparse.Namespace) -> int:
@@ -158,6 +161,7 @@ def run_cache(args: argparse.Namespace) -> int:
     from segkd.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    path = output_path(args.bench, [Path(args.config).stem, *args.what], args.json)
     result: dict = {}
     tables = []
     if "targets" in args.what:
@@ -194,8 +198,7 @@ def run_cache(args: argparse.Namespace) -> int:
                                          r["ratio_min"], r["ratio_max"]] for r in res["rows"]])
                       + "\n\nloader ms per sample (read + decode + replay): "
                       + ", ".join(f"{k}: {v:.2f}" for k, v in res["loader_ms_per_sample"].items()))
-    subject = [Path(args.config).stem, *args.what]
-    return _write(args, result, "\n\n".join(tables), subject)
+    return _write(result, "\n\n".join(tables), path)
 
 
 def _sci(value: float | None) -> str:
@@ -209,6 +212,7 @@ def run_data(args: argparse.Namespace) -> int:
     from segkd.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    path = output_path(args.bench, [Path(args.config).stem, f"w{cfg.data.workers}"], args.json)
     with tempfile.TemporaryDirectory(prefix="segkd_bench_data_") as tmp:
         if args.generate:
             root = write_cityscapes_like(tmp, args.generate)
@@ -216,4 +220,4 @@ def run_data(args: argparse.Namespace) -> int:
             cfg.data.options = {}
         result = bench_data(cfg, args.batches, args.warmup, not args.no_step, args.loader_batches)
     result["generated"] = args.generate
-    return _write(args, result, data_table(result), [Path(args.config).stem, f"w{cfg.data.workers}"])
+    return _write(result, data_table(result), path)

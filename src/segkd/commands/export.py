@@ -31,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", type=parse_size, default=None,
                         help="example input HxW (default: crop size)")
     parser.add_argument("--dynamic", action="store_true", help="symbolic batch, height and width")
-    parser.add_argument("--out", default=None, help="output file (default: next to the checkpoint)")
+    parser.add_argument("--out", default=None,
+                        help="output file (default: next to the checkpoint); an existing file is kept and "
+                             "the export numbered (best-2.onnx)")
     parser.add_argument("--atol", type=float, default=1e-3, help="max allowed |logit diff| (default 1e-3)")
     parser.add_argument("--min-agreement", type=float, default=99.0,
                         help="min argmax agreement %% (default 99)")
@@ -50,13 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from segkd.export import export_student
 
+    if args.quantize and args.format != "onnx":
+        raise ValueError("--quantize int8 needs --format onnx")
     result = export_student(args.checkpoint, args.out, args.format, args.size, args.dynamic,
                             atol=args.atol, min_agreement=args.min_agreement)
     print(f"exported {result.format} ({result.exporter} exporter) -> {result.path}")
     print(result.parity)
     if args.quantize:
-        if args.format != "onnx":
-            raise ValueError("--quantize int8 needs --format onnx")
         from segkd.export.quantize import quantize_student
 
         q = quantize_student(args.checkpoint, result.path, args.calib, args.parity_images,

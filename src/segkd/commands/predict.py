@@ -12,10 +12,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Writes OUT/labels/<name>.png (palette PNG, pixel value = class id) and "
                     "OUT/overlays/<name>.png (colour overlay) for every image; an image found in a folder "
                     "keeps its path relative to that folder. Files that are not readable images are skipped "
-                    "with a warning and listed at the end (exit code 1).")
+                    "with a warning and listed at the end (exit code 1). An OUT that holds earlier "
+                    "predictions is kept: the new ones go to OUT-2 (OUT-3 ...), and the command says so.")
     parser.add_argument("model", help="segkd checkpoint, run directory, .onnx or TorchScript (.ts) file")
     parser.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
-    parser.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    parser.add_argument("--out", default="predictions",
+                        help="output folder (default: predictions; OUT-2 ... when it holds earlier output)")
     parser.add_argument("--device", default="cpu", help="torch device for checkpoints/TorchScript")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the labels")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -26,11 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from segkd.export import load_model
     from segkd.export.predict import collect_images, predict_files
+    from segkd.outputs import new_output
 
+    out = new_output(args.out, "predict", folder=True)
     model = load_model(args.model, args.device)
     images = collect_images(args.images)
-    result = predict_files(model, images, args.out, progress=not args.no_progress, alpha=args.alpha)
-    print(f"wrote {len(result.written)} label PNGs and overlays to {args.out} ({model.kind} model)")
+    result = predict_files(model, images, out, progress=not args.no_progress, alpha=args.alpha)
+    print(f"wrote {len(result.written)} label PNGs and overlays to {out} ({model.kind} model)")
     if result.skipped:
         print(f"segkd predict: skipped {len(result.skipped)} of {len(images)} file(s) that are not readable "
               "images:", file=sys.stderr)

@@ -12,7 +12,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "rebuilds every run's student from config.yaml + checkpoint and predicts the first "
                     "validation images of the first run's dataset, so all columns show the same images.")
     parser.add_argument("runs", nargs="+", help="run directories")
-    parser.add_argument("--out", default="report", help="output folder (default: report)")
+    parser.add_argument("--out", default="report",
+                        help="output folder (default: report; OUT-2 ... when it holds an earlier report)")
     parser.add_argument("--num-images", type=int, default=3, help="rows of the qualitative grid")
     parser.add_argument("--no-qualitative", action="store_true", help="skip the qualitative grid")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")

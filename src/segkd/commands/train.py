@@ -20,11 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segkd.checkpoint_io import DiskFullError
     from segkd.distributed import cleanup_distributed
     from segkd.engine import train
     from segkd.engine.distiller import NonFiniteLossError
-    from segkd.engine.stop import TrainingInterrupted
     from segkd.engine.trainer import ValidationFailed
 
     cfg = config_from_args(args)
@@ -33,12 +31,8 @@ def run(args: argparse.Namespace) -> int:
     except NonFiniteLossError as err:
         print(f"segkd train: error: {err}", file=sys.stderr)
         return 3
-    except TrainingInterrupted as err:
-        print(f"segkd train: {err}", file=sys.stderr)
-        return err.exit_code
-    except (DiskFullError, ValidationFailed) as err:
-        message = err.strerror if isinstance(err, DiskFullError) else err
-        print(f"segkd train: error: {message}", file=sys.stderr)
+    except ValidationFailed as err:
+        print(f"segkd train: error: {err}", file=sys.stderr)
         return 1
     finally:
         cleanup_distributed()

@@ -14,6 +14,7 @@ from segkd.compare.plan import BASELINE, ComparePlan, MethodSpec, plan_from_file
 from segkd.compare.report import print_tables, write_outputs
 from segkd.compare.runner import DataCache, RunResult, run_plan
 from segkd.distributed import barrier, is_main_process
+from segkd.outputs import check_writable
 
 __all__ = ["BASELINE", "ComparePlan", "MethodSpec", "RunResult", "plan_from_files", "run_compare"]
 
@@ -30,6 +31,7 @@ def run_compare(
     ``header``: extra entries of ``compare.json`` (e.g. ``title``, ``command``); ``notes``: lines for
     ``compare.md`` computed from the results. Returns the ``compare.json`` data.
     """
+    check_writable(plan.output, "the comparison's output folder", "choose a writable --output")
     header = {
         "seeds": plan.seeds,
         "matches": plan.matches,

@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from segkd.compare.plan import BASELINE  # noqa: E402
 from segkd.compare.runner import RunResult, results_as_dicts  # noqa: E402
 from segkd.compare.stats import paired_gain, summarize  # noqa: E402
+from segkd.outputs import write_figure, write_text  # noqa: E402
 
 COMPUTE_TOLERANCE = 0.05  # a time-matched row may spend the baseline's training seconds ± 5 %
 
@@ -217,9 +218,9 @@ def write_outputs(
         "notes": notes,
         "runs": results_as_dicts(results),
     }
-    (out / "compare.json").write_text(json.dumps(data, indent=2))
+    write_text(out / "compare.json", json.dumps(data, indent=2))
     figures = plot_all(results, table, out)
-    (out / "compare.md").write_text(_markdown(data, table, figures, notes))
+    write_text(out / "compare.md", _markdown(data, table, figures, notes))
     return data
 
 
@@ -321,6 +322,4 @@ def _plot_cost(results: list[RunResult], path: Path) -> Path:
 
 def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return write_figure(path, fig, dpi=110)

@@ -29,6 +29,7 @@ from segkd.engine.builder import DataBundle, build_data
 from segkd.engine.checkpoint import changed_settings
 from segkd.engine.stages import stage_configs
 from segkd.engine.step_cost import StepCost, measure_step_cost
+from segkd.outputs import write_text
 from segkd.rundir import RunDir
 
 # Keys that name a run rather than set it (they differ between a plan and its saved config by design).
@@ -119,7 +120,7 @@ def ensure_caches(plan: ComparePlan, teacher_ckpt: str | None) -> dict[str, floa
             cfg = plan.run_config(method, plan.seeds[0], "iters", teacher_ckpt)
             manifest = cache_teacher(cfg, folder, None, plan.cache_codec, progress=is_main_process())
             if is_main_process():
-                record.write_text(json.dumps({"write_seconds": float(manifest["write_seconds"])}))
+                write_text(record, json.dumps({"write_seconds": float(manifest["write_seconds"])}))
             barrier()
         costs[method.key] = float(json.loads(record.read_text())["write_seconds"])
     return costs
@@ -148,8 +149,7 @@ def ensure_step_costs(
             cost = measure_step_cost(cfg, base, data(cfg), data(base))
             saved[method.cost_key] = cost
             if is_main_process():
-                record.parent.mkdir(parents=True, exist_ok=True)
-                record.write_text(json.dumps({k: c.as_dict() for k, c in saved.items()}, indent=2))
+                write_text(record, json.dumps({k: c.as_dict() for k, c in saved.items()}, indent=2))
             barrier()
         plan.step_costs[method.key] = cost
 

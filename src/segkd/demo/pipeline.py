@@ -25,6 +25,7 @@ from typing import Any
 
 from segkd.compare import BASELINE, ComparePlan, MethodSpec, run_compare
 from segkd.compare.plan import CACHED, resolve
+from segkd.outputs import unused_path
 
 
 @dataclass(frozen=True)
@@ -180,13 +181,7 @@ def demo_plan(
 
 def unused_output_dir(out: Path) -> Path:
     """``out``, or ``out-2``, ``out-3`` ... when ``out`` already holds an earlier demo (never overwritten)."""
-    candidate, n = out, 1
-    while candidate.is_dir() and any(candidate.iterdir()):
-        n += 1
-        candidate = out.with_name(f"{out.name}-{n}")
-    if candidate != out:
-        print(f"segkd demo: {out} holds an earlier demo (kept); writing to {candidate}")
-    return candidate
+    return unused_path(out, folder=True, command="demo")
 
 
 def run_demo(

@@ -13,6 +13,7 @@ from segkd.config_schema import ExperimentConfig
 from segkd.distributed import is_main_process, setup_distributed
 from segkd.engine import builder
 from segkd.engine.evaluator import format_table, run_evaluation, to_numpy_palette, write_eval_outputs
+from segkd.outputs import check_writable
 from segkd.rundir import RunDir
 
 
@@ -40,6 +41,13 @@ def evaluate(
     checkpoint = checkpoint or cfg.eval.checkpoint
     if checkpoint is None:
         raise ValueError("no checkpoint to evaluate: pass checkpoint=PATH (eval.checkpoint)")
+    ev = cfg.eval
+    out = (
+        Path(out_dir)
+        if out_dir is not None
+        else RunDir(cfg.output_dir).evaluation(checkpoint, ev.mode, list(ev.scales), ev.flip)
+    )
+    check_writable(out, "the evaluation folder", "choose a writable output_dir=...")  # before any work
     device = setup_distributed(cfg.train.device)
     data = builder.build_data(cfg, need_train=False)
     if model is not None:
@@ -65,12 +73,6 @@ def evaluate(
         keep=cfg.eval.num_visualize,
     )
     metrics["checkpoint"] = str(checkpoint)
-    ev = cfg.eval
-    out = (
-        Path(out_dir)
-        if out_dir is not None
-        else RunDir(cfg.output_dir).evaluation(checkpoint, ev.mode, list(ev.scales), ev.flip)
-    )
     write_eval_outputs(
         metrics, samples, out, to_numpy_palette(data.palette), cfg.data.mean, cfg.data.std, data.ignore_index
     )

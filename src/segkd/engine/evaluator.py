@@ -21,6 +21,7 @@ from segkd.distributed import is_main_process
 from segkd.engine.inference import predict_logits
 from segkd.engine.metrics import SegMetric
 from segkd.labels import IGNORE_INDEX
+from segkd.outputs import write_figure, write_text
 
 
 def run_evaluation(
@@ -114,9 +115,7 @@ def plot_per_class_iou(metrics: dict[str, Any], path: Path) -> Path:
     ax.set_ylim(0, 100)
     ax.legend(loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return write_figure(path, fig, dpi=100)
 
 
 def plot_predictions(
@@ -147,9 +146,7 @@ def plot_predictions(
             ax.set_title(title, fontsize=9)
             ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return write_figure(path, fig, dpi=80)
 
 
 def write_eval_outputs(
@@ -165,8 +162,8 @@ def write_eval_outputs(
     if not is_main_process():
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out_dir / "metrics.txt").write_text(format_table(metrics) + "\n")
+    write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    write_text(out_dir / "metrics.txt", format_table(metrics) + "\n")
     plot_per_class_iou(metrics, out_dir / "per_class_iou.png")
     plot_predictions(
         samples, np.asarray(palette, dtype=np.uint8), mean, std, out_dir / "predictions.png", ignore_index

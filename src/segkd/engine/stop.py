@@ -55,7 +55,10 @@ class GracefulStop:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum:  # second signal: abort now
             self.__exit__()
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt(
+                f"aborted by a second {signal.Signals(signum).name} without saving this iteration; the last "
+                "checkpoint saved is intact (continue with train.resume=auto)"
+            )
         self.signum = signum
         if is_main_process():
             print(

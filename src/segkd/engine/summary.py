@@ -11,6 +11,7 @@ from torch import nn
 
 from segkd.config_schema import ExperimentConfig
 from segkd.models.profile import profile_model
+from segkd.outputs import write_text
 from segkd.rundir import RunDir
 
 
@@ -91,5 +92,5 @@ def write_summary(
     if skipped:
         summary["skipped"] = skipped
     summary["env"] = environment()
-    RunDir(run_dir).summary.write_text(json.dumps(summary, indent=2))
+    write_text(RunDir(run_dir).summary, json.dumps(summary, indent=2))
     return summary

@@ -13,6 +13,7 @@ from segkd.cache.attach import plan_terms
 from segkd.cache.fingerprint import cache_fingerprint
 from segkd.cache.writer import write_cache
 from segkd.config_schema import ExperimentConfig
+from segkd.outputs import check_writable
 
 
 def _device(name: str) -> torch.device:
@@ -54,6 +55,7 @@ def cache_teacher(cfg: ExperimentConfig, root: str | Path | None = None, splits:
     if not root:
         raise ValueError("segkd cache-teacher: give the cache folder (distill.teacher.cache=DIR or "
                          "--out DIR)")
+    check_writable(root, "the teacher cache folder", "choose a writable --out (or distill.teacher.cache)")
     splits = splits or [cfg.data.train_split]
     pools = {split: build_dataset_from_config(cfg.data, split, train=False) for split in splits}
     first = next(iter(pools.values()))

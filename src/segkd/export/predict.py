@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from segkd.export.runners import LoadedModel
+from segkd.outputs import write_rendered
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -126,7 +128,8 @@ def predict_files(model: LoadedModel, images: list[ImageInput], out_dir: str | P
     """Write ``OUT/labels/<name>`` and ``OUT/overlays/<name>`` per image (names from :func:`collect_images`).
 
     A file that cannot be decoded is skipped with a warning on stderr and listed in ``skipped``; the others
-    are still written.
+    are still written, each atomically (:mod:`segkd.outputs`). ``out_dir`` is used as given: the command
+    chooses a folder that holds no earlier output.
     """
     from tqdm import tqdm
 
@@ -143,9 +146,7 @@ def predict_files(model: LoadedModel, images: list[ImageInput], out_dir: str | P
         labels = predict_labels(model, image)
         target = out_dir / "labels" / item.name
         overlay_path = out_dir / "overlays" / item.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        overlay_path.parent.mkdir(parents=True, exist_ok=True)
-        label_png(labels, palette).save(target)
-        overlay(image, labels, palette, alpha).save(overlay_path)
+        write_rendered(target, partial(label_png(labels, palette).save, format="PNG"))
+        write_rendered(overlay_path, partial(overlay(image, labels, palette, alpha).save, format="PNG"))
         result.written.append(target)
     return result

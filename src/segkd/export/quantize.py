@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from segkd.export.parity import ParityReport, compare
+from segkd.outputs import unused_path, write_bytes
 
 
 @dataclass
@@ -71,7 +72,8 @@ class _Reader:
 
 def quantize_onnx_int8(float_path: str | Path, out_path: str | Path, calib_images: list[np.ndarray],
                        per_channel: bool = True, reduce_range: bool = False) -> Path:
-    """Write the INT8 QDQ model of ``float_path`` to ``out_path``, calibrated on ``calib_images``."""
+    """Write the INT8 QDQ model of ``float_path`` to ``out_path`` (atomically), calibrated on
+    ``calib_images``."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -82,18 +84,17 @@ def quantize_onnx_int8(float_path: str | Path, out_path: str | Path, calib_image
     proto = onnx.load(str(float_path))
     input_name = proto.graph.input[0].name
     props = {p.key: p.value for p in proto.metadata_props}
-    with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
+    with tempfile.TemporaryDirectory() as tmp:  # ORT writes files; the result is then written atomically
+        prepared, quantized_path = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(out_path), _Reader(input_name, calib_images),
+        quantize_static(str(prepared), str(quantized_path), _Reader(input_name, calib_images),
                         quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
                         nodes_to_exclude=final_resize_nodes(onnx.load(str(prepared))))
-    quantized = onnx.load(str(out_path))
+        quantized = onnx.load(str(quantized_path))
     onnx.helper.set_model_props(quantized, props)
-    onnx.save(quantized, str(out_path))
-    return out_path
+    return write_bytes(out_path, quantized.SerializeToString())
 
 
 def final_resize_nodes(proto: Any) -> list[str]:
@@ -131,7 +132,7 @@ def quantize_student(checkpoint: str | Path, float_path: str | Path, calib: int 
     if not size:
         raise ValueError(f"{float_path}: no fixed input size to calibrate at")
     calib_images = dataset_images(cfg, cfg.data.train_split, calib, size)
-    out_path = Path(out_path) if out_path else int8_path_for(float_path)
+    out_path = unused_path(out_path or int8_path_for(float_path), command="export")  # never over a file
     quantize_onnx_int8(float_path, out_path, calib_images, per_channel, reduce_range)
     held_out = dataset_images(cfg, cfg.data.val_split, parity_images, size)
     return QuantizeResult(out_path, Path(float_path), len(calib_images),

@@ -13,18 +13,18 @@ import torch
 from torch import nn
 
 from segkd.export.metadata import TORCHSCRIPT_META_FILE, ModelMeta
+from segkd.outputs import write_rendered
 
 
 def export_torchscript(graph: nn.Module, example: torch.Tensor, path: str | Path, meta: ModelMeta) -> Path:
-    """Trace ``graph`` on ``example`` and save it with ``meta`` as ``segkd_meta.json`` extra file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Trace ``graph`` on ``example`` and save it (atomically) with ``meta`` as ``segkd_meta.json`` extra
+    file."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings about python-side shape arithmetic
         traced = torch.jit.trace(graph.eval().cpu(), example.cpu())
         # TorchScript is deprecated upstream but still the format the user asked for: hide the notice.
-        torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_META_FILE: meta.to_json()})
-    return path
+        extra = {TORCHSCRIPT_META_FILE: meta.to_json()}
+        return write_rendered(path, lambda buffer: torch.jit.save(traced, buffer, _extra_files=extra))
 
 
 def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, ModelMeta]:

@@ -1,15 +1,16 @@
 """``segkd report``: compare finished runs in one table and three figures.
 
-Outputs in ``out_dir``: ``report.md`` (table + figures + notes), ``runs.csv``, ``tradeoff.png`` (mIoU vs
-latency and vs GMACs), ``class_gain.png`` (per-class IoU gain over the same student's baseline) and
-``qualitative.png`` (the same validation images predicted by every run; see :mod:`.qualitative`).
-"""
+Outputs in ``out_dir`` (``out_dir-2``, ``-3`` ... when it holds an earlier report, which is never replaced):
+``report.md`` (table + figures + notes), ``runs.csv``, ``tradeoff.png`` (mIoU vs latency and vs GMACs),
+``class_gain.png`` (per-class IoU gain over the same student's baseline) and ``qualitative.png`` (the same
+validation images predicted by every run; see :mod:`.qualitative`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
+from segkd.outputs import new_output, write_text
 from segkd.report.runs import Run, load_run
 
 __all__ = ["Run", "load_run", "make_report"]
@@ -17,15 +18,16 @@ __all__ = ["Run", "load_run", "make_report"]
 
 def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, num_images: int = 3,
                 qualitative: bool = True) -> Path:
-    """Write the comparison report of ``run_dirs`` into ``out_dir``; returns the path of ``report.md``."""
+    """Write the comparison report of ``run_dirs`` into ``out_dir`` (``out_dir-2``, ``-3`` ... when it holds
+    an earlier report, which is kept); returns the path of ``report.md``."""
     from segkd.report import plots, table
 
     if not run_dirs:
         raise ValueError("segkd report: give at least one run directory")
+    out = new_output(out_dir, "report", folder=True)
     runs, skipped = _load_runs(run_dirs)
     if not runs:
         raise ValueError(f"segkd report: none of the {len(run_dirs)} paths is a finished run ({skipped[0]})")
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table.write_csv(runs, out / "runs.csv")
     figures = {
@@ -75,5 +77,4 @@ def _write_markdown(runs: list[Run], figures: dict[str, Path | None], notes: lis
         lines += [f"## {title}", "", body, ""]
     if notes:
         lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
-    path.write_text("\n".join(lines))
-    return path
+    return write_text(path, "\n".join(lines))

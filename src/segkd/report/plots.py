@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from segkd.outputs import write_figure  # noqa: E402
 from segkd.report.runs import BASELINE, Run, baseline_of, class_gains  # noqa: E402
 
 
@@ -76,9 +77,7 @@ def plot_grid(columns: dict[str, list[np.ndarray]], path: Path) -> Path | None:
 
 
 def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return write_figure(path, fig, dpi=110, bbox_inches="tight")
 
 
 def _discard(fig) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
+from segkd.outputs import write_text
 from segkd.report.runs import Run, miou_gain
 
 COLUMNS = ["run", "model", "method", "params (M)", "GMACs", "latency (ms)", "mIoU", "gain", "train time (s)"]
@@ -46,8 +48,8 @@ def markdown(runs: list[Run]) -> str:
 
 def write_csv(runs: list[Run], path: Path) -> Path:
     """The same table as CSV (empty cells where unknown)."""
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
-        writer.writerows([["" if v is None else v for v in row] for row in rows(runs)])
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(COLUMNS)
+    writer.writerows([["" if v is None else v for v in row] for row in rows(runs)])
+    return write_text(path, text.getvalue())
