@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from segkd.config_schema import DataConfig
+from segkd.config_schema import DataConfig, InputConfig
 from segkd.data import (
     EvalTransform,
     TrainTransform,
@@ -36,7 +36,8 @@ def test_train_transform_crop_size_and_types() -> None:
 
 def test_flip_keeps_image_and_label_aligned() -> None:
     image, label = _pair(16, 32)
-    t = TrainTransform(crop_size=(16, 32), scale_range=(1.0, 1.0), flip=True, mean=(0, 0, 0), std=(1, 1, 1))
+    plain = InputConfig(mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0])
+    t = TrainTransform(crop_size=(16, 32), scale_range=(1.0, 1.0), flip=True, convention=plain)
     flipped = 0
     for seed in range(12):
         torch.manual_seed(seed)

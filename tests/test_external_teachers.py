@@ -16,11 +16,13 @@ import torch.nn.functional as F
 
 from segkd.checkpoint_io import UnsafeCheckpointError
 from segkd.config import from_dict
-from segkd.config_schema import ExperimentConfig, TeacherConfig
+from segkd.config_schema import ExperimentConfig, InputConfig, TeacherConfig
+from segkd.input_convention import conversion
 from segkd.models.checkpoints import CheckpointError
 from segkd.models.external import ClassMismatchError, build_external_teacher
-from segkd.models.external.common import ClassMap, FeatureHook, class_groups, input_affine, load_weights_only
+from segkd.models.external.common import ClassMap, FeatureHook, class_groups, load_weights_only
 from segkd.models.external.mmseg import build_mmseg_segmentor, mmseg_to_segkd
+from segkd.models.input_adapter import InputConverter
 
 # ------------------------------------------------------------------- mmseg layout, from mmseg's own code
 BLOCKS = {18: ("basic", (2, 2, 2, 2)), 50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3))}
@@ -215,14 +217,14 @@ def test_class_groups_rules():
         class_groups(["a", "b"], 2, ["x"], 1, {"x": 5}, "t")
 
 
-def test_input_affine_converts_normalisation():
+def test_input_conversion_converts_normalisation():
     u = torch.rand(1, 3, 4, 4)
     m_d, s_d, m_t, s_t = [0.1, 0.2, 0.3], [0.5, 0.6, 0.7], [0.5, 0.5, 0.5], [0.25, 0.5, 1.0]
-    scale, shift = input_affine(m_d, s_d, m_t, s_t)
+    convert = conversion(InputConfig(mean=m_d, std=s_d), InputConfig(mean=m_t, std=s_t))
     x_d = (u - torch.tensor(m_d).view(1, 3, 1, 1)) / torch.tensor(s_d).view(1, 3, 1, 1)
     x_t = (u - torch.tensor(m_t).view(1, 3, 1, 1)) / torch.tensor(s_t).view(1, 3, 1, 1)
-    torch.testing.assert_close(x_d * scale + shift, x_t)
-    assert input_affine(m_d, s_d, m_d, s_d) is None
+    torch.testing.assert_close(InputConverter(convert)(x_d), x_t)
+    assert conversion(InputConfig(mean=m_d, std=s_d), InputConfig(mean=m_d, std=s_d)) is None
 
 
 def test_weights_only_loading_refuses_pickled_objects(tmp_path):
@@ -346,9 +348,8 @@ def test_huggingface_preprocessor_normalisation(tmp_path):
         json.dumps({"do_normalize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}))
     cfg = TeacherConfig(name=str(tmp_path / "seg"), source="huggingface",
                         feat_module="decode_head.linear_fuse")
-    teacher = build_external_teacher(cfg, 3, None, data_mean=[0.485, 0.456, 0.406],
-                                     data_std=[0.229, 0.224, 0.225])
-    torch.testing.assert_close(teacher.in_scale.flatten(), torch.tensor([0.458, 0.448, 0.45]))
+    teacher = build_external_teacher(cfg, 3, None, student_input=InputConfig())
+    torch.testing.assert_close(teacher.convert.scale.flatten().float(), torch.tensor([0.458, 0.448, 0.45]))
     assert teacher.feat_channels == 16
 
 

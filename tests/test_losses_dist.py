@@ -71,8 +71,8 @@ def test_aux_term_hand_value_skip_and_teacher_aux_hook():
     spec = DistillSpec(num_classes=3, student_feat_channels=1, teacher_feat_channels=1)
     batch = DistillBatch(images=torch.zeros(1, 3, 1, 2), labels=torch.zeros(1, 1, 2, dtype=torch.long))
     feat = torch.zeros(1, 1, 1, 2, dtype=torch.float64)
-    loss = LOSSES.build("dist", spec=spec, aux_weight=0.4)
-    assert loss.needs_teacher_aux and not LOSSES.build("dist", spec=spec).needs_teacher_aux
+    loss = LOSSES.build("dist", spec=spec)  # default aux_weight 0.4, as DIST's train_kd.py
+    assert loss.needs_teacher_aux and not LOSSES.build("dist", spec=spec, aux_weight=0.0).needs_teacher_aux
     # main term on identical logits: inter 0, intra 1 - (1 + 0 + 1)/3 = 1/3 (class 1 is constant: rho 0)
     student = SegOutput(logits=t, feat=feat, aux_logits=s)
     teacher = SegOutput(logits=t, feat=feat, aux_logits=t)
@@ -90,7 +90,7 @@ def test_aux_term_hand_value_skip_and_teacher_aux_hook():
     torch.manual_seed(0)
     stu, tea = build_model("test_tiny_student", 3), build_model("test_tiny_student", 3)
     images = torch.randn(2, 3, 32, 32)
-    plain = Distiller(stu, tea, {"dist": LOSSES.build("dist", spec=spec)}, {"dist": 1.0})
+    plain = Distiller(stu, tea, {"dist": LOSSES.build("dist", spec=spec, aux_weight=0.0)}, {"dist": 1.0})
     assert plain.teacher_forward(images).aux_logits is None  # eval-mode teacher: no aux head by default
     with_aux = Distiller(stu, tea, {"dist": loss}, {"dist": 1.0})
     out = with_aux.teacher_forward(images)

@@ -25,7 +25,6 @@ from segkd.data.transforms import (
     EvalTransform,
     TrainTransform,
     color_jitter,
-    normalize,
     pad_to,
     random_crop,
     random_hflip,
@@ -35,6 +34,7 @@ from segkd.data.transforms import (
 from segkd.engine import builder, train
 from segkd.engine.distiller import distill_spec
 from segkd.engine.teacher_cache import cache_teacher
+from segkd.input_convention import to_input
 from segkd.losses import build_loss
 from segkd.models import build_model
 from segkd.models.outputs import SegOutput
@@ -57,7 +57,7 @@ def _old_pipeline(tf: TrainTransform, image: np.ndarray, label: np.ndarray):
     if tf.jitter > 0:
         img = color_jitter(img, tf.jitter)
     img, lbl = random_scale(img, lbl, tf.scale_range)
-    img = normalize(img, tf.mean, tf.std)
+    img = to_input(img, tf.convention)
     img, lbl = pad_to(img, lbl, tf.crop_size, tf.ignore_index)
     img, lbl = random_crop(img, lbl, tf.crop_size)
     if tf.flip:
@@ -300,12 +300,12 @@ def _spec():
 def test_terms_declare_what_they_read_and_live_only_terms_refuse_by_name():
     spec = _spec()
     reads = {name: build_loss(name, spec, **opts).teacher_reads() for name, opts in [
-        ("kd", {}), ("dist", {}), ("cwd", {}), ("fitnet", {}), ("at", {}), ("ifvd", {}),
+        ("kd", {}), ("dist", {"aux_weight": 0.0}), ("cwd", {}), ("fitnet", {}), ("at", {}), ("ifvd", {}),
         ("skd_pairwise", {}), ("cirkd_batch_p2p", {})]}
     assert reads["kd"] == {"logits"} and reads["dist"] == {"logits"} and reads["cwd"] == {"logits"}
     assert reads["fitnet"] == reads["at"] == reads["ifvd"] == reads["skd_pairwise"] == {"feat"}
     assert build_loss("cwd", spec, target="feat").teacher_reads() == {"feat"}
-    assert build_loss("dist", spec, aux_weight=0.4).teacher_reads() == {"logits", "aux_logits"}
+    assert build_loss("dist", spec).teacher_reads() == {"logits", "aux_logits"}  # default aux_weight 0.4
     for name, opts in [("skd_holistic", {}), ("at", {"stage": -1}), ("cirkd_memory_p2p", {})]:
         losses = {"kd": build_loss("kd", spec), name: build_loss(name, spec, **opts)}
         with pytest.raises(CacheRefusedError, match=rf"term '{name}' .* cannot use a teacher cache: "):

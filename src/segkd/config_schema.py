@@ -9,6 +9,36 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB in [0, 1]: torchvision's / timm's ImageNet statistics
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class InputConfig:
+    """How a network's input tensor is made from an 8-bit image (its *input convention*).
+
+    Per pixel and channel c: ``x[c] = (v[c] - mean[c]) / std[c]`` with ``v`` the image's channels in
+    ``channel_order`` (``rgb``: R, G, B; ``bgr``: B, G, R, as OpenCV reads files) scaled to
+    ``[0, pixel_max]`` (1: ``u / 255``; 255: the 8-bit values as read). ``mean`` / ``std`` are listed in
+    ``channel_order``. The default is torchvision's / timm's ImageNet convention; the CIRKD, DIST and
+    official SKD training code reads images with OpenCV and feeds ``bgr``, ``pixel_max: 255``,
+    ``mean: [104.00698793, 116.66876762, 122.67891434]``, ``std: [1, 1, 1]`` (their ``dataset/*.py``).
+    """
+
+    channel_order: Literal["rgb", "bgr"] = "rgb"
+    pixel_max: float = 1.0  # 1 or 255
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+
+    def __post_init__(self) -> None:
+        if self.pixel_max not in (1.0, 255.0):
+            raise ValueError(f"config key 'input.pixel_max': must be 1 or 255, got {self.pixel_max}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"config keys 'input.mean' / 'input.std': need 3 values each, got "
+                             f"{list(self.mean)} / {list(self.std)}")
+        if min(self.std) <= 0:
+            raise ValueError(f"config key 'input.std': values must be > 0, got {list(self.std)}")
+
 
 @dataclass
 class ModelConfig:
@@ -23,6 +53,9 @@ class ModelConfig:
     head_channels: int | None = None  # None: the architecture's published width
     aux: bool = True  # FCN auxiliary head on the third stage (training only)
     options: dict[str, Any] = field(default_factory=dict)  # passed to the model factory
+    # The input convention the network is trained with / expects; for the student the data pipeline
+    # applies it (recorded in checkpoints' meta and exported metadata).
+    input: InputConfig = field(default_factory=InputConfig)
 
 
 @dataclass
@@ -61,10 +94,15 @@ class DataConfig:
     val_split: str = "val"
     crop_size: list[int] = field(default_factory=lambda: [128, 128])  # H, W
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    # 0: the random scale is uniform over scale_range; > 0: drawn from the grid low, low + step, ..., high
+    # (CIRKD / DIST: 0.5 + randint(0, 15) / 10, i.e. step 0.1 over [0.5, 2.0]; official SKD: [0.7, 2.1]).
+    scale_step: float = 0.0
     flip: bool = True
     color_jitter: float = 0.0  # strength of brightness/contrast/saturation jitter; 0 disables
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    # Before model.input existed these held the student's normalisation (RGB in [0, 1]); a config that
+    # still sets them has them moved into model.input (ExperimentConfig), so old runs' configs load.
+    mean: list[float] | None = None
+    std: list[float] | None = None
     batch_size: int = 8  # per process
     val_batch_size: int = 1
     workers: int = 2
@@ -88,6 +126,9 @@ class OptimConfig:
     weight_decay: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     poly_power: float = 0.9
+    # LR floor of the poly decay: lr(i) = min_lr + (lr - min_lr) * poly(i) (DIST's segmentation training
+    # uses 1e-4); 0: plain poly. Scales with head_lr_mult like lr.
+    min_lr: float = 0.0
     warmup_iters: int = 0
     warmup_ratio: float = 0.1  # LR at iteration 0 of the warm-up, as a fraction of lr
     head_lr_mult: float = 1.0  # LR multiplier for everything but the backbone
@@ -132,6 +173,9 @@ class EvalConfig:
     """Evaluation settings; mode ``whole``, ``slide`` (sliding window) or ``multiscale``."""
 
     mode: Literal["whole", "slide", "multiscale"] = "whole"
+    # The split ``segkd eval`` scores (None: data.val_split, which validation during training always
+    # uses); e.g. CamVid's published numbers are on ``test`` with the checkpoint best on ``val``.
+    split: str | None = None
     crop_size: list[int] = field(default_factory=lambda: [512, 1024])
     stride: list[int] = field(default_factory=lambda: [341, 683])
     scales: list[float] = field(default_factory=lambda: [1.0])
@@ -178,13 +222,22 @@ class TeacherConfig(ModelConfig):
     feat_module: str | None = None  # module whose output (``NAME:input``: input) is ``feat``; None: default
     class_map: dict[str, Any] | None = None  # {dataset class: teacher class (name / index) or a list}
     class_names: list[str] | None = None  # the teacher's classes when its weights do not say
-    input_mean: list[float] | None = None  # the teacher's own input normalisation; None: the source's
-    input_std: list[float] | None = None
+    # The teacher's input convention; None: the source's (segkd: the student's model.input; huggingface:
+    # its preprocessor's mean/std; mmseg, torchvision: ImageNet RGB). When it differs from the student's,
+    # the teacher converts the student's input (segkd.input_convention.InputConversion).
+    input: InputConfig | None = None
+    input_mean: list[float] | None = None  # shorthand for input: {mean: ...} (RGB in [0, 1])
+    input_std: list[float] | None = None  # shorthand for input: {std: ...} (RGB in [0, 1])
     # Teacher cache (segkd.cache, ``segkd cache-teacher``): the folder of the teacher's stored outputs, which
     # terms that can (``teacher_reads``) read, replayed through each crop's augmentation, instead of running
     # the teacher. ``cache_mixed``: terms that need the live teacher run it (else the cache refuses them).
     cache: str | None = None
     cache_mixed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.input is not None and (self.input_mean is not None or self.input_std is not None):
+            raise ValueError("config keys 'distill.teacher.input' and 'distill.teacher.input_mean' / "
+                             "'input_std': set input only")
 
 
 @dataclass
@@ -205,12 +258,13 @@ class DistillConfig:
 class StageConfig:
     """One stage of a multi-stage recipe (e.g. Knowledge Adaptation: auto-encoder, then distillation).
 
-    Its ``train`` / ``optim`` / ``distill`` mappings are merged over the recipe's own sections (and
+    Its ``data`` / ``train`` / ``optim`` / ``distill`` mappings are merged over the recipe's own sections (and
     validated) before the stage runs, in ``output_dir/<name>``. A loss option written ``AUTOENCODER`` is
     replaced by the auto-encoder file of the recipe's ``train.stage: ka_autoencoder`` stage.
     """
 
     name: str = "stage"
+    data: dict[str, Any] = field(default_factory=dict)  # e.g. the stage's own batch_size
     train: dict[str, Any] = field(default_factory=dict)
     optim: dict[str, Any] = field(default_factory=dict)
     distill: dict[str, Any] = field(default_factory=dict)
@@ -229,3 +283,16 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     stages: list[StageConfig] = field(default_factory=list)  # empty: one stage, this config as it is
+
+    def __post_init__(self) -> None:
+        """Move a legacy ``data.mean`` / ``data.std`` (configs written before ``model.input``) into the
+        student's input convention, whose channel order and scale they always had (RGB in [0, 1])."""
+        data, model = self.data, self.model
+        if data.mean is None and data.std is None:
+            return
+        if model.input != InputConfig():
+            raise ValueError("config keys 'data.mean' / 'data.std' (the old spelling) and 'model.input' are "
+                             "both set: set model.input only")
+        default = InputConfig()
+        model.input = InputConfig(mean=list(data.mean or default.mean), std=list(data.std or default.std))
+        data.mean = data.std = None

@@ -128,6 +128,21 @@ def sync_norm_buffers(module: torch.nn.Module, src: int = 0) -> int:
     return count
 
 
+def broadcast_parameters(module: torch.nn.Module, src: int = 0) -> None:
+    """Give every rank rank ``src``'s parameter values (a module built on each rank, outside DDP)."""
+    if not is_dist_initialized():
+        return
+    for param in module.parameters():
+        dist.broadcast(param.data, src=src)
+
+
+def average_gradients(module: torch.nn.Module) -> None:
+    """Replace each parameter's gradient by its mean over the ranks (what DDP does in ``backward``)."""
+    for param in module.parameters():
+        if param.grad is not None:
+            all_reduce(param.grad, "mean")
+
+
 def broadcast_object(obj: object, src: int = 0) -> object:
     """Send a picklable object from ``src`` to every process and return it."""
     if not is_dist_initialized():

@@ -87,11 +87,13 @@ class RunDir:
         raise FileNotFoundError(f"{self.root}: no checkpoints/best.pt or checkpoints/latest.pt in this run")
 
     def evaluation(
-        self, checkpoint: str | os.PathLike[str], mode: str, scales: list[float], flip: bool
+        self, checkpoint: str | os.PathLike[str], mode: str, scales: list[float], flip: bool,
+        split: str | None = None,
     ) -> Path:
-        """A new folder for one ``segkd eval`` of ``checkpoint``, named by its settings; a folder that
-        already exists (an earlier evaluation) is never reused: ``-2``, ``-3`` ... are appended."""
-        name = f"{Path(checkpoint).stem}_{mode}"
+        """A new folder for one ``segkd eval`` of ``checkpoint``, named by its settings (``split`` when it is
+        not the validation split); a folder that already exists (an earlier evaluation) is never reused:
+        ``-2``, ``-3`` ... are appended."""
+        name = f"{Path(checkpoint).stem}_{split + '_' if split else ''}{mode}"
         if mode == "multiscale":
             name += "_" + "-".join(f"{s:g}" for s in scales)
         if flip:

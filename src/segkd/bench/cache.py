@@ -43,8 +43,8 @@ def bench_cache_targets(cfg: ExperimentConfig, images: int = 8, crops: int = 8, 
     from segkd.engine import builder
 
     topks = topks or [1, 2, 4, 8]
-    val = build_dataset_from_config(cfg.data, cfg.data.val_split, train=False)
-    train_tf = build_transforms(cfg.data, train=True)
+    val = build_dataset_from_config(cfg.data, cfg.data.val_split, train=False, convention=cfg.model.input)
+    train_tf = build_transforms(cfg.data, train=True, convention=cfg.model.input)
     assert isinstance(train_tf, TrainTransform)
     teacher = builder.build_teacher(cfg, cfg.model.num_classes or val.num_classes, list(val.class_names))
     n = min(images, len(val))

@@ -109,7 +109,8 @@ def bench_data(cfg: ExperimentConfig, batches: int = 10, warmup: int = 2, step: 
     times ``workers * prefetch_factor``."""
     from segkd.data import build_dataset_from_config, build_train_loader
 
-    dataset = build_dataset_from_config(cfg.data, cfg.data.train_split, train=True)
+    dataset = build_dataset_from_config(cfg.data, cfg.data.train_split, train=True,
+                                        convention=cfg.model.input)
     result = {"dataset": cfg.data.name, "root": cfg.data.root, "samples": len(dataset),
               "crop_size": list(cfg.data.crop_size), "batch_size": cfg.data.batch_size,
               "workers": cfg.data.workers, "prefetch_factor": cfg.data.prefetch_factor,

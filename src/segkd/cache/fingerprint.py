@@ -69,14 +69,19 @@ def teacher_fingerprint(cfg: ExperimentConfig, teacher: nn.Module) -> dict[str, 
 def data_fingerprint(cfg: ExperimentConfig, class_names: Sequence[str]) -> dict[str, Any]:
     """The classes and the preprocessing every cached map depends on (not the augmentation, which is
     replayed per sample)."""
-    t = cfg.distill.teacher
+    from segkd.input_convention import to_meta
+
+    t, conv = cfg.distill.teacher, cfg.model.input
     return {
         "dataset": cfg.data.name,
         "class_names": list(class_names),
-        "mean": [float(v) for v in cfg.data.mean],
-        "std": [float(v) for v in cfg.data.std],
+        "mean": [float(v) for v in conv.mean],  # the student's input convention (mean / std: older caches)
+        "std": [float(v) for v in conv.std],
+        "channel_order": conv.channel_order,
+        "pixel_max": float(conv.pixel_max),
         "teacher_input_mean": None if t is None or t.input_mean is None else list(t.input_mean),
         "teacher_input_std": None if t is None or t.input_std is None else list(t.input_std),
+        "teacher_input": None if t is None or t.input is None else to_meta(t.input),
         "options": {k: cfg.data.options[k] for k in sorted(cfg.data.options)},
     }
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from segkd.config_schema import DataConfig, UnlabeledConfig
+from segkd.config_schema import DataConfig, InputConfig, UnlabeledConfig
 from segkd.data.base import SegDataset
 from segkd.data.loaders import InfiniteSampler, _mix, _worker_init, dist_info, seeded_sample
 from segkd.labels import IGNORE_INDEX
@@ -60,8 +60,11 @@ def check_unlabeled(cfg: DataConfig, has_teacher: bool) -> UnlabeledConfig | Non
     return unlabeled
 
 
-def build_unlabeled_dataset(cfg: DataConfig, class_names: list[str]) -> SegDataset:
-    """The unlabelled pool of ``cfg.unlabeled`` with the training transform (its labels are ignored)."""
+def build_unlabeled_dataset(
+    cfg: DataConfig, class_names: list[str], convention: InputConfig | None = None
+) -> SegDataset:
+    """The unlabelled pool of ``cfg.unlabeled`` with the training transform (its labels are ignored), in the
+    student's input ``convention``."""
     from segkd.data.factory import build_dataset_from_config
     from segkd.data.images import ImageFolder
     from segkd.data.transforms import build_transforms
@@ -69,10 +72,11 @@ def build_unlabeled_dataset(cfg: DataConfig, class_names: list[str]) -> SegDatas
     unlabeled = cfg.unlabeled
     assert unlabeled is not None
     if unlabeled.root is not None:
-        return ImageFolder(unlabeled.root, class_names, build_transforms(cfg, train=True))
+        transform = build_transforms(cfg, train=True, convention=convention)
+        return ImageFolder(unlabeled.root, class_names, transform)
     assert unlabeled.split is not None
     merged = replace(cfg, options={**cfg.options, **unlabeled.options})
-    return build_dataset_from_config(merged, unlabeled.split, train=True)
+    return build_dataset_from_config(merged, unlabeled.split, train=True, convention=convention)
 
 
 class MixedBatchSampler(Sampler):

@@ -1,10 +1,13 @@
 """Training and evaluation transforms on (image, label) pairs.
 
-Input: image uint8 ``(H, W, 3)`` and label int64 ``(H, W)`` (numpy, as read from disk).
-Output: image FloatTensor ``(3, H', W')`` normalised with ``(x / 255 - mean) / std``, label LongTensor
-``(H', W')``. Training: photometric jitter (optional) -> random scale (bilinear image, **nearest** label)
--> normalise -> pad to the crop size (image 0 = the mean colour, label ``ignore_index``) -> random crop
--> random horizontal flip, applied identically to image and label. Evaluation: normalise only (full size).
+Input: image uint8 ``(H, W, 3)`` RGB and label int64 ``(H, W)`` (numpy, as read from disk).
+Output: image FloatTensor ``(3, H', W')`` in the student's input convention (``model.input``:
+:func:`segkd.input_convention.to_input`; default ``(x / 255 - mean) / std`` on RGB with ImageNet's
+statistics), label LongTensor ``(H', W')``. Training: photometric jitter (optional) -> random scale
+(bilinear image, **nearest** label; uniform over ``scale_range`` or on its ``scale_step`` grid) ->
+normalise -> pad to the crop size (image 0 = the mean colour, label ``ignore_index``, as the reference
+code pads after subtracting its mean) -> random crop -> random horizontal flip, applied identically to
+image and label. Evaluation: normalise only (full size).
 
 Randomness comes from torch's global generator, which the train loader re-seeds per sample
 (:mod:`segkd.data.loaders`), so augmentation is reproducible given the run seed.
@@ -21,22 +24,15 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
-from segkd.config_schema import DataConfig
+from segkd.config_schema import DataConfig, InputConfig
+from segkd.input_convention import to_input
 from segkd.labels import IGNORE_INDEX
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def to_tensors(image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 (H, W, 3) -> float (3, H, W) in [0, 1]; int label (H, W) -> int64 (H, W)."""
     img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
     return img, torch.from_numpy(np.ascontiguousarray(label)).long()
-
-
-def normalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``(image - mean) / std`` per channel; image (3, H, W) in [0, 1]."""
-    return TF.normalize(image, list(mean), list(std))
 
 
 def color_jitter(image: torch.Tensor, strength: float) -> torch.Tensor:
@@ -56,12 +52,21 @@ def resize_pair(
     return image, label
 
 
-def random_scale(
-    image: torch.Tensor, label: torch.Tensor, scale_range: Sequence[float]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Resize by a factor drawn uniformly from ``scale_range``."""
+def draw_scale(scale_range: Sequence[float], step: float = 0.0) -> float:
+    """A factor drawn uniformly from ``scale_range`` (``step`` 0) or from the grid ``low + k * step``,
+    k = 0..n with n = round((high - low) / step) (CIRKD: ``0.5 + random.randint(0, 15) / 10``)."""
     low, high = scale_range
-    scale = low + (high - low) * float(torch.rand(()))
+    if step > 0:
+        n = round((high - low) / step)
+        return low + step * int(torch.randint(0, n + 1, ()))
+    return low + (high - low) * float(torch.rand(()))
+
+
+def random_scale(
+    image: torch.Tensor, label: torch.Tensor, scale_range: Sequence[float], step: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize by a factor from :func:`draw_scale`."""
+    scale = draw_scale(scale_range, step)
     h, w = label.shape
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
     return resize_pair(image, label, size) if size != (h, w) else (image, label)
@@ -126,9 +131,9 @@ class TrainTransform:
         scale_range: Sequence[float] = (0.5, 2.0),
         flip: bool = True,
         jitter: float = 0.0,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        convention: InputConfig | None = None,
         ignore_index: int = IGNORE_INDEX,
+        scale_step: float = 0.0,
     ) -> None:
         if len(crop_size) != 2 or min(crop_size) <= 0:
             raise ValueError(f"data.crop_size must be [height, width] > 0, got {list(crop_size)}")
@@ -136,10 +141,13 @@ class TrainTransform:
             raise ValueError(
                 f"data.scale_range must be [low, high] with 0 < low <= high, got {list(scale_range)}"
             )
+        if scale_step < 0:
+            raise ValueError(f"data.scale_step must be >= 0, got {scale_step}")
         self.crop_size = tuple(int(c) for c in crop_size)
         self.scale_range = tuple(float(s) for s in scale_range)
+        self.scale_step = float(scale_step)
         self.flip, self.jitter, self.ignore_index = flip, float(jitter), ignore_index
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.convention = convention if convention is not None else InputConfig()
 
     def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         img, lbl, _ = self.sample(image, label)
@@ -155,9 +163,9 @@ class TrainTransform:
         source = tuple(lbl.shape)
         if self.jitter > 0:
             img = color_jitter(img, self.jitter)
-        img, lbl = random_scale(img, lbl, self.scale_range)
+        img, lbl = random_scale(img, lbl, self.scale_range, self.scale_step)
         scaled = tuple(lbl.shape)
-        img = normalize(img, self.mean, self.std)
+        img = to_input(img, self.convention)
         img, lbl = pad_to(img, lbl, self.crop_size, self.ignore_index)
         top, left = _window(lbl, self.crop_size)
         img = img[:, top : top + self.crop_size[0], left : left + self.crop_size[1]]
@@ -171,18 +179,22 @@ class TrainTransform:
 
 
 class EvalTransform:
-    """Full-size evaluation: only tensor conversion and normalisation."""
+    """Full-size evaluation: tensor conversion and normalisation (``convention``; default ImageNet RGB)."""
 
-    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
-        self.mean, self.std = tuple(mean), tuple(std)
+    def __init__(self, convention: InputConfig | None = None) -> None:
+        self.convention = convention if convention is not None else InputConfig()
 
     def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         img, lbl = to_tensors(image, label)
-        return normalize(img, self.mean, self.std), lbl
+        return to_input(img, self.convention), lbl
 
 
-def build_transforms(cfg: DataConfig, train: bool) -> TrainTransform | EvalTransform:
-    """The training (``train=True``) or full-size evaluation transform described by ``cfg``."""
+def build_transforms(
+    cfg: DataConfig, train: bool, convention: InputConfig | None = None
+) -> TrainTransform | EvalTransform:
+    """The training (``train=True``) or full-size evaluation transform described by ``cfg``, producing the
+    student's input ``convention`` (``model.input``; None: the default ImageNet RGB convention)."""
     if not train:
-        return EvalTransform(cfg.mean, cfg.std)
-    return TrainTransform(cfg.crop_size, cfg.scale_range, cfg.flip, cfg.color_jitter, cfg.mean, cfg.std)
+        return EvalTransform(convention)
+    return TrainTransform(cfg.crop_size, cfg.scale_range, cfg.flip, cfg.color_jitter, convention,
+                          scale_step=cfg.scale_step)

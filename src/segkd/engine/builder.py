@@ -35,8 +35,10 @@ def build_data(cfg: ExperimentConfig, need_train: bool = True) -> DataBundle:
     """Train (optional, with the ``data.unlabeled`` pool when set) and validation datasets of ``cfg.data``."""
     from segkd.data import build_dataset_from_config
 
-    val_set = build_dataset_from_config(cfg.data, cfg.data.val_split, train=False)
-    train_set = build_dataset_from_config(cfg.data, cfg.data.train_split, train=True) if need_train else None
+    conv = cfg.model.input  # the student's input convention, applied by the data pipeline
+    val_set = build_dataset_from_config(cfg.data, cfg.data.val_split, train=False, convention=conv)
+    train_set = (build_dataset_from_config(cfg.data, cfg.data.train_split, train=True, convention=conv)
+                 if need_train else None)
     ref = train_set if train_set is not None else val_set
     num_classes = dataset_num_classes(cfg, ref)
     data = DataBundle(
@@ -71,7 +73,7 @@ def _unlabeled_set(data: DataBundle, cfg: ExperimentConfig) -> Any:
         return None
     if data.unlabeled_set is not None:
         return data.unlabeled_set
-    return build_unlabeled_dataset(cfg.data, data.class_names)
+    return build_unlabeled_dataset(cfg.data, data.class_names, cfg.model.input)
 
 
 def build_train_iterator(
@@ -147,7 +149,7 @@ def build_teacher(
     t = cfg.distill.teacher
     if needs_adapter(t):
         teacher = build_external_teacher(
-            t, num_classes, class_names, cfg.model.output_stride, cfg.data.mean, cfg.data.std
+            t, num_classes, class_names, cfg.model.output_stride, cfg.model.input
         )
         return teacher.requires_grad_(False).eval()
 
@@ -158,7 +160,23 @@ def build_teacher(
         )
     teacher = build_model_from_config(cfg.distill.teacher, num_classes, key="distill.teacher")
     teacher.requires_grad_(False)
-    return teacher.eval()
+    return with_teacher_input(teacher, cfg).eval()
+
+
+def with_teacher_input(teacher: nn.Module, cfg: ExperimentConfig) -> nn.Module:
+    """``teacher`` as is when its input convention is the student's, else wrapped to convert the
+    student's input first (:mod:`segkd.models.input_adapter`)."""
+    from segkd.models.input_adapter import (
+        ConvertedTeacher,
+        converter,
+        recorded_convention,
+        teacher_convention,
+    )
+
+    assert cfg.distill.teacher is not None
+    recorded = recorded_convention(getattr(teacher, "checkpoint_meta", None))
+    convert = converter(cfg.model.input, teacher_convention(cfg.distill.teacher, cfg.model.input, recorded))
+    return teacher if convert is None else ConvertedTeacher(teacher, convert)
 
 
 def build_distiller(
@@ -219,12 +237,15 @@ def step_settings(cfg: ExperimentConfig, device_type: str) -> StepSettings:
 
 def run_meta(cfg: ExperimentConfig, data: DataBundle) -> dict[str, Any]:
     """The checkpoint's ``meta``: what export / predict need to use the weights alone."""
+    from segkd.input_convention import to_meta
+
     palette = data.palette.tolist() if hasattr(data.palette, "tolist") else list(data.palette)
     return {
         "model_name": cfg.model.name,
         "num_classes": data.num_classes,
         "class_names": data.class_names,
-        "mean": list(cfg.data.mean),
-        "std": list(cfg.data.std),
+        "mean": list(cfg.model.input.mean),  # kept for readers of checkpoints written before "input"
+        "std": list(cfg.model.input.std),
+        "input": to_meta(cfg.model.input),  # the student's input convention (segkd.input_convention)
         "palette": palette,
     }

@@ -181,9 +181,23 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def as_current_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A config saved by an older segkd in today's form: keys added since take their defaults (which are
+    what the older code did) and old spellings move (``data.mean`` / ``data.std`` -> ``model.input``); a
+    config that no longer validates is returned as it is."""
+    from segkd.config import from_dict, to_dict
+    from segkd.config_schema import ExperimentConfig
+
+    try:
+        return to_dict(from_dict(ExperimentConfig, saved))
+    except (ValueError, TypeError):
+        return saved
+
+
 def changed_settings(saved: dict[str, Any], new: dict[str, Any]) -> dict[str, list[Any]]:
-    """``{dotted key: [saved value, new value]}`` for every setting that differs (run identity excluded)."""
-    a, b = _flatten(saved), _flatten(new)
+    """``{dotted key: [saved value, new value]}`` for every setting that differs (run identity excluded);
+    ``saved`` is read in today's form (:func:`as_current_config`)."""
+    a, b = _flatten(as_current_config(saved)), _flatten(new)
     changes = {}
     for key in sorted(a.keys() | b.keys()):
         if key in IGNORED_ON_RESUME:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from segkd.config_schema import EvalConfig
+from segkd.config_schema import EvalConfig, InputConfig
 from segkd.distributed import is_main_process
 from segkd.engine.inference import predict_logits
 from segkd.engine.metrics import SegMetric
@@ -92,10 +92,11 @@ def colorize(label: np.ndarray, palette: np.ndarray, ignore_index: int = IGNORE_
     return out
 
 
-def denormalize(image: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
-    """(3, H, W) normalised float -> (H, W, 3) float in [0, 1]."""
-    img = image.transpose(1, 2, 0) * np.asarray(std) + np.asarray(mean)
-    return np.clip(img, 0.0, 1.0)
+def denormalize(image: np.ndarray, convention: InputConfig) -> np.ndarray:
+    """(3, H, W) network input in ``convention`` -> (H, W, 3) RGB float in [0, 1]."""
+    from segkd.input_convention import denormalize as to_unit_rgb
+
+    return np.clip(to_unit_rgb(np.asarray(image), convention).transpose(1, 2, 0), 0.0, 1.0)
 
 
 def plot_per_class_iou(metrics: dict[str, Any], path: Path) -> Path:
@@ -121,8 +122,7 @@ def plot_per_class_iou(metrics: dict[str, Any], path: Path) -> Path:
 def plot_predictions(
     samples: list[dict[str, np.ndarray]],
     palette: np.ndarray,
-    mean: list[float],
-    std: list[float],
+    convention: InputConfig,
     path: Path,
     ignore_index: int = IGNORE_INDEX,
 ) -> Path | None:
@@ -137,7 +137,7 @@ def plot_predictions(
     fig, axes = plt.subplots(len(samples), 3, figsize=(9, 3 * len(samples)), squeeze=False)
     for row, sample in zip(axes, samples):
         panels = (
-            denormalize(sample["image"], mean, std),
+            denormalize(sample["image"], convention),
             colorize(sample["label"], palette, ignore_index),
             colorize(sample["pred"], palette, ignore_index),
         )
@@ -154,8 +154,7 @@ def write_eval_outputs(
     samples: list[dict[str, np.ndarray]],
     out_dir: Path,
     palette: np.ndarray,
-    mean: list[float],
-    std: list[float],
+    convention: InputConfig,
     ignore_index: int = IGNORE_INDEX,
 ) -> None:
     """metrics.json, metrics.txt and both plots into ``out_dir`` (rank 0 only)."""
@@ -166,7 +165,7 @@ def write_eval_outputs(
     write_text(out_dir / "metrics.txt", format_table(metrics) + "\n")
     plot_per_class_iou(metrics, out_dir / "per_class_iou.png")
     plot_predictions(
-        samples, np.asarray(palette, dtype=np.uint8), mean, std, out_dir / "predictions.png", ignore_index
+        samples, np.asarray(palette, dtype=np.uint8), convention, out_dir / "predictions.png", ignore_index
     )
 
 

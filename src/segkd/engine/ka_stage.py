@@ -2,9 +2,10 @@
 
 The auto-encoder (He et al., CVPR 2019, "Knowledge Adaptation for Efficient Semantic Segmentation")
 is trained by :func:`segkd.losses.ka.fit_autoencoder` on the frozen teacher's ``feat`` for
-``train.iters`` batches of the training stream, with the run's ``optim`` section (optimizer, lr, momentum,
-betas, weight decay, poly power, warm-up; ``head_lr_mult`` does not apply), and saved as
-``RUN_DIR/autoencoder.pt``; stage 2 points
+``train.iters`` batches of the training stream (``data.batch_size`` per process; under torchrun the
+gradients are averaged over the processes, so one step sees the global batch), with the run's ``optim``
+section (optimizer, lr, momentum, betas, weight decay, poly power, LR floor, warm-up; ``head_lr_mult`` does
+not apply), and saved as ``RUN_DIR/autoencoder.pt`` by rank 0; stage 2 points
 the ``ka_adapt`` / ``ka_affinity`` terms at that file (option ``autoencoder``).
 """
 
@@ -38,6 +39,7 @@ def train_ka_autoencoder(
         teacher, batches, cfg.train.iters, lr=o.lr, weight_decay=o.weight_decay, device=device,
         progress=is_main_process(), momentum=o.momentum, optimizer=o.name, betas=tuple(o.betas),
         poly_power=o.poly_power, warmup_iters=o.warmup_iters, warmup_ratio=o.warmup_ratio,
+        lr_floor=o.min_lr / o.lr if o.lr > 0 else 0.0,
     )
     if is_main_process():
         meta = {

@@ -108,7 +108,8 @@ def build_optimizers(distiller: Any, cfg: ExperimentConfig, budget: Budget | Non
     iters = cfg.train.iters if budget is None or budget.unit != "iters" else int(budget.total)
     progress = budget.progress if budget is not None and budget.unit != "iters" else None
     student = build_student_optimizer(distiller, o)
-    scheduler = build_poly_scheduler(student, iters, o.poly_power, o.warmup_iters, o.warmup_ratio, progress)
+    scheduler = build_poly_scheduler(student, iters, o.poly_power, o.warmup_iters, o.warmup_ratio, progress,
+                                     floor=o.min_lr / o.lr if o.lr > 0 else 0.0)
     optimizers = {STUDENT: RoleOptimizer(student, scheduler)}
     for name, term in distiller.adversarial_losses().items():
         settings = adversary_settings(term.adversary_optim_defaults(), cfg.distill.adversary_optim)

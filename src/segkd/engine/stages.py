@@ -3,7 +3,8 @@
 Knowledge Adaptation (He et al., CVPR 2019) is the case in the seeds: stage 1 fits the auto-encoder on
 the frozen teacher's features with its own optimizer and schedule, stage 2 distils through it. Every
 stage is built and validated before the first one starts; stage ``k`` runs in ``output_dir/<name>``
-with its ``train`` / ``optim`` / ``distill`` sections merged over the recipe's. A finished stage (its
+with its ``data`` / ``train`` / ``optim`` / ``distill`` sections merged over the recipe's (e.g. stage 1's
+own batch size). A finished stage (its
 ``summary.json``, or its ``autoencoder.pt``) is reused when the recipe is run again with
 ``train.resume=auto``, and an unfinished one resumes from its own checkpoint.
 """
@@ -45,7 +46,7 @@ def stage_configs(cfg: ExperimentConfig) -> list[ExperimentConfig]:
         raise ConfigError(f"stages: stage names must be unique, got {names}")
     configs, autoencoder = [], None
     for stage in cfg.stages:
-        sections = {k: v for k, v in (("train", stage.train), ("optim", stage.optim),
+        sections = {k: v for k, v in (("data", stage.data), ("train", stage.train), ("optim", stage.optim),
                                       ("distill", stage.distill)) if v}
         raw = deep_merge(base, sections)
         raw["name"] = f"{cfg.name}_{stage.name}"

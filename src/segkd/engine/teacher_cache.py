@@ -57,14 +57,15 @@ def cache_teacher(cfg: ExperimentConfig, root: str | Path | None = None, splits:
                          "--out DIR)")
     check_writable(root, "the teacher cache folder", "choose a writable --out (or distill.teacher.cache)")
     splits = splits or [cfg.data.train_split]
-    pools = {split: build_dataset_from_config(cfg.data, split, train=False) for split in splits}
+    conv = cfg.model.input
+    pools = {s: build_dataset_from_config(cfg.data, s, train=False, convention=conv) for s in splits}
     first = next(iter(pools.values()))
     if cfg.data.unlabeled is not None and "unlabeled" not in pools:  # the data.unlabeled images, un-augmented
         from segkd.data.mixed import build_unlabeled_dataset
         from segkd.data.transforms import build_transforms
 
-        pools["unlabeled"] = build_unlabeled_dataset(cfg.data, list(first.class_names))
-        pools["unlabeled"].transform = build_transforms(cfg.data, train=False)
+        pools["unlabeled"] = build_unlabeled_dataset(cfg.data, list(first.class_names), conv)
+        pools["unlabeled"].transform = build_transforms(cfg.data, train=False, convention=conv)
     num_classes = builder.dataset_num_classes(cfg, first)
     seed_everything(cfg.train.seed, cfg.train.deterministic, cfg.train.threads)  # as the trainer does
     student = builder.build_student(cfg.model, num_classes)

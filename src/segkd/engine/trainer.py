@@ -316,8 +316,7 @@ class Trainer:
                 samples,
                 self.run.eval,
                 to_numpy_palette(self.data.palette),
-                self.cfg.data.mean,
-                self.cfg.data.std,
+                self.cfg.model.input,
                 self.data.ignore_index,
             )
             self.save(self.run.best.name)

@@ -1,9 +1,11 @@
 """What an exported model carries besides its weights: class names, palette and input normalisation.
 
-The exported graph takes images normalised as ``(x / 255 - mean) / std`` (RGB, channel-first) and returns
+The exported graph takes images in the student's input convention (channel-first; ``channel_order``
+``rgb`` or ``bgr``, values ``u / 255 * pixel_max``, then ``(v - mean) / std``, see
+:mod:`segkd.input_convention`; ImageNet RGB in [0, 1] unless the recipe set ``model.input``) and returns
 logits upsampled to the input size; the metadata below is what a caller needs to prepare inputs and
-colour outputs. ONNX stores it in ``metadata_props`` (one JSON string under the key ``segkd``), TorchScript
-in ``_extra_files`` (``segkd_meta.json``).
+colour outputs. ONNX stores it in ``metadata_props`` (one JSON string under the key ``segkd``),
+TorchScript in ``_extra_files`` (``segkd_meta.json``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
+from segkd.config_schema import InputConfig
+from segkd.input_convention import from_meta
 
 META_KEY = "segkd"
 TORCHSCRIPT_META_FILE = "segkd_meta.json"
@@ -32,6 +37,10 @@ class ModelMeta:
     input_size: list[int] | None = None  # [H, W] of the export example; None when unknown
     dynamic: bool = False
     output: str = OUTPUT_DOC
+    # The rest of the input convention (mean / std above are in its order and units); metadata written
+    # before conventions were recorded lacks them: RGB in [0, 1].
+    channel_order: str = "rgb"
+    pixel_max: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.palette:
@@ -41,6 +50,12 @@ class ModelMeta:
         if len(self.class_names) != self.num_classes:
             raise ValueError(
                 f"metadata lists {len(self.class_names)} class names for {self.num_classes} classes")
+
+    @property
+    def convention(self) -> InputConfig:
+        """The input convention the exported graph expects."""
+        return InputConfig(channel_order=self.channel_order, pixel_max=float(self.pixel_max),  # type: ignore[arg-type]
+                           mean=[float(v) for v in self.mean], std=[float(v) for v in self.std])
 
     @property
     def palette_array(self) -> np.ndarray:
@@ -67,6 +82,7 @@ class ModelMeta:
         names = list(meta.get("class_names") or [f"class_{i}" for i in range(num_classes)])
         palette = meta.get("palette")
         palette = np.asarray(palette).reshape(-1, 3).astype(int).tolist() if palette is not None else []
+        conv = from_meta(meta)  # meta["input"], else the older mean / std (RGB in [0, 1])
         return cls(model_name=str(meta["model_name"]), num_classes=num_classes, class_names=names,
-                   mean=[float(v) for v in meta["mean"]], std=[float(v) for v in meta["std"]],
-                   palette=palette)
+                   mean=list(conv.mean), std=list(conv.std), palette=palette,
+                   channel_order=conv.channel_order, pixel_max=conv.pixel_max)

@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from segkd.config_schema import InputConfig
 from segkd.export.runners import LoadedModel
+from segkd.input_convention import to_input
 from segkd.outputs import write_rendered
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -79,16 +81,17 @@ def read_rgb(path: Path) -> np.ndarray:
         raise UnreadableImage(f"{path}: not a readable image ({type(err).__name__}: {err})") from err
 
 
-def normalise(image: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 ``(x/255 - mean) / std``."""
-    x = (image.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return x.transpose(2, 0, 1)[None].copy()
+def normalise(image: np.ndarray, convention: InputConfig) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 in the model's input ``convention``, as the data pipeline
+    prepares evaluation images."""
+    x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
+    return to_input(x, convention)[None].numpy().copy()
 
 
 def predict_labels(model: LoadedModel, image: np.ndarray) -> np.ndarray:
     """Label map (H, W) uint8/int of one RGB image."""
     h, w = image.shape[:2]
-    x = normalise(image, model.meta.mean, model.meta.std)
+    x = normalise(image, model.meta.convention)
     if model.fixed_size and model.fixed_size != (h, w):
         x = F.interpolate(torch.from_numpy(x), size=model.fixed_size, mode="bilinear",
                           align_corners=False).numpy()

@@ -45,7 +45,7 @@ def dataset_images(cfg: Any, split: str, count: int, size: Sequence[int], seed: 
 
     from segkd.data import build_dataset_from_config
 
-    dataset = build_dataset_from_config(cfg.data, split, train=False)
+    dataset = build_dataset_from_config(cfg.data, split, train=False, convention=cfg.model.input)
     if len(dataset) == 0:
         raise ValueError(f"split '{split}' of {cfg.data.name} has no images")
     indices = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int)

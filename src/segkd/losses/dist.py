@@ -13,17 +13,18 @@ from segkd.models.outputs import SegOutput
 class DIST(DistillLoss):
     """DIST (Huang et al., NeurIPS 2022) on logits; defaults tau=1, beta=gamma=1 (segmentation setting).
 
-    ``aux_weight`` (default 0): also distil the auxiliary head, ``aux_weight * DIST(s.aux, t.aux)``, as the
-    official segmentation training does (``segmentation/train_kd.py`` of DIST_KD adds
-    ``0.4 * lambda_kd * DIST(s_outputs[1], t_outputs[1])`` when the student has an aux head; the recipes
-    set 0.4). The term is skipped for a student without aux logits (e.g. MobileNetV2, as there); the
-    engine then also runs the frozen teacher's aux head (``needs_teacher_aux``).
+    ``aux_weight`` (default 0.4, the reference's): also distil the auxiliary head,
+    ``aux_weight * DIST(s.aux, t.aux)``, as the official segmentation training does (DIST_KD 2418f18
+    ``segmentation/train_kd.py:258`` adds ``0.4 * lambda_kd * DIST(s_outputs[1], t_outputs[1])`` when the
+    student has an aux head); 0 distils the main logits only. The term is skipped for a student without aux
+    logits (e.g. MobileNetV2, as there); the engine then also runs the frozen teacher's aux head
+    (``needs_teacher_aux``).
     """
 
     uses_labels = False  # never reads batch.labels: trains on unlabelled images too
 
     def __init__(self, spec: DistillSpec, beta: float = 1.0, gamma: float = 1.0, tau: float = 1.0,
-                 aux_weight: float = 0.0) -> None:
+                 aux_weight: float = 0.4) -> None:
         super().__init__()
         if tau <= 0:
             raise ValueError(f"dist: option 'tau' must be > 0, got {tau}")

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from segkd.checkpoint_io import read_checkpoint, write_checkpoint
+from segkd.distributed import average_gradients, broadcast_parameters
 from segkd.losses.base import LOSSES, DistillBatch, DistillLoss, DistillSpec
 from segkd.losses.functional.common import align_to_larger
 from segkd.losses.functional.ka import (
@@ -116,6 +117,7 @@ def fit_autoencoder(
     poly_power: float = 0.0,
     warmup_iters: int = 0,
     warmup_ratio: float = 0.1,
+    lr_floor: float = 0.0,
 ) -> tuple[AutoEncoder, list[float]]:
     """Stage 1: train an auto-encoder on the frozen teacher's ``feat`` for ``iters`` batches.
 
@@ -127,7 +129,9 @@ def fit_autoencoder(
     is an assumption); ``train.stage=ka_autoencoder`` passes the run's ``optim`` section instead.
     The widths default to the teacher's feat channels C (hidden = C, latent = C // 2: 256 / 128 for the
     256-channel DeepLabV3-R101 head), so the auto-encoder compresses the teacher's features whatever its
-    width. Returns ``(autoencoder, loss per iteration)``.
+    width. Under torchrun every rank starts from rank 0's weights and the gradients are averaged over the
+    ranks at every step (as DDP would), so ``iters`` steps see ``iters`` x the global batch and every rank
+    ends with the same auto-encoder. Returns ``(autoencoder, this rank's loss per iteration)``.
     """
     from segkd.schedule import build_poly_scheduler
 
@@ -145,16 +149,19 @@ def fit_autoencoder(
         if ae is None:
             latent, hidden = default_widths(feat.shape[1])
             ae = AutoEncoder(feat.shape[1], latent_channels or latent, hidden_channels or hidden).to(device)
+            broadcast_parameters(ae)
             if optimizer == "sgd":
                 opt = torch.optim.SGD(ae.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
             else:
                 opt = torch.optim.AdamW(ae.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay)
-            if poly_power > 0 or warmup_iters > 0:
-                sched = build_poly_scheduler(opt, iters, poly_power, warmup_iters, warmup_ratio)
+            if poly_power > 0 or warmup_iters > 0 or lr_floor > 0:
+                sched = build_poly_scheduler(opt, iters, poly_power, warmup_iters, warmup_ratio,
+                                             floor=lr_floor)
         recon, latent = ae(feat)
         loss = autoencoder_loss(recon, feat, latent, l1_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(ae)
         opt.step()
         if sched is not None:
             sched.step()
@@ -291,14 +298,16 @@ class KAAdapt(_KATerm):
 class KAAffinity(_KATerm):
     """Affinity term on (E(t), C_a(s)); options ``autoencoder`` (required path) and ``definition``:
 
-    - ``"paper"`` (default): He et al. Eq. 5, position-to-position cosine affinity
-      (:func:`ka_affinity_loss`), adapter C_a = conv3x3-BN-ReLU.
-    - ``"torchdistill"``: torchdistill's ``AffinityLoss`` (:func:`ka_affinity_loss_torchdistill`: each
-      channel normalised over positions, sum over channels of un-squared Frobenius norms, mean over
-      samples) with its single-conv adapter (conv3x3 with bias); ``reduction`` "mean" or "sum" as there.
+    - ``"torchdistill"`` (default: the one public implementation, torchdistill 3e4373c
+      ``AffinityLoss`` with the ``Student4KTAAD`` adapter of ``configs/sample/coco2017/ktaad/*.yaml``):
+      :func:`ka_affinity_loss_torchdistill` (each channel normalised over positions, sum over channels of
+      un-squared Frobenius norms, mean over samples) with its single-conv adapter (conv3x3 with bias);
+      ``reduction`` "mean" or "sum" as there.
+    - ``"paper"``: He et al. Eq. 5 (the authors published no code), position-to-position cosine affinity
+      (:func:`ka_affinity_loss`), adapter C_a = conv3x3-BN-ReLU; the KA recipes set it.
     """
 
-    def __init__(self, spec: DistillSpec, *, autoencoder: str | None = None, definition: str = "paper",
+    def __init__(self, spec: DistillSpec, *, autoencoder: str | None = None, definition: str = "torchdistill",
                  reduction: str = "mean") -> None:
         if definition not in ("paper", "torchdistill"):
             raise ValueError(f"ka_affinity: option 'definition' must be 'paper' or 'torchdistill', "

@@ -54,5 +54,6 @@ def build_model_from_config(
         **cfg.options,
     )
     if cfg.checkpoint:
-        load_segmentor_checkpoint(model, cfg.checkpoint, fmt=cfg.checkpoint_format)
+        report = load_segmentor_checkpoint(model, cfg.checkpoint, fmt=cfg.checkpoint_format)
+        model.checkpoint_meta = report["meta"]  # a segkd checkpoint's meta (its input convention); else {}
     return model

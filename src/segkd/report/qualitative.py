@@ -20,7 +20,8 @@ def _dataset(run: Run):
     from segkd.data import build_dataset_from_config
 
     cfg = load_config(RunDir(run.path).config)
-    return cfg, build_dataset_from_config(cfg.data, cfg.data.val_split, train=False)
+    dataset = build_dataset_from_config(cfg.data, cfg.data.val_split, train=False, convention=cfg.model.input)
+    return cfg, dataset
 
 
 def grid_columns(runs: list[Run], num_images: int = 3) -> tuple[dict[str, list[np.ndarray]], list[str]]:
@@ -34,7 +35,7 @@ def grid_columns(runs: list[Run], num_images: int = 3) -> tuple[dict[str, list[n
     samples = [dataset[i] for i in range(min(num_images, len(dataset)))]
     palette = np.asarray(dataset.palette, dtype=np.uint8)
     columns = {
-        "image": [denormalize(s["image"].numpy(), cfg.data.mean, cfg.data.std) for s in samples],
+        "image": [denormalize(s["image"].numpy(), cfg.model.input) for s in samples],
         "ground truth": [colorize(s["label"].numpy(), palette) for s in samples],
     }
     images = torch.stack([s["image"] for s in samples])

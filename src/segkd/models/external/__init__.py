@@ -20,14 +20,13 @@ from typing import Any
 
 from torch import nn
 
+from segkd.config_schema import InputConfig
 from segkd.models.external.common import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ClassMismatchError,
     TeacherAdapter,
     class_groups,
-    input_affine,
 )
+from segkd.models.input_adapter import converter, recorded_convention, teacher_convention
 
 __all__ = ["ClassMismatchError", "TeacherAdapter", "build_external_teacher", "needs_adapter"]
 
@@ -63,26 +62,29 @@ def _source(name: str) -> tuple[Callable[[Any, int], tuple[nn.Module, list[str] 
         f"distill.teacher.source: unknown source {name!r} (segkd, mmseg, huggingface, torchvision)")
 
 
-def _teacher_stats(cfg: Any, data_mean: Sequence[float], data_std: Sequence[float]) -> tuple[Any, Any]:
-    """The teacher's input mean/std: the config's, else the source's convention (module docstrings)."""
-    if cfg.input_mean is not None or cfg.input_std is not None:
-        return cfg.input_mean or data_mean, cfg.input_std or data_std
+def _source_convention(cfg: Any) -> InputConfig | None:
+    """An external source's own input convention (module docstrings); None for a segkd network."""
     if cfg.source == "segkd":
-        return data_mean, data_std
+        return None
     if cfg.source == "huggingface":
         from segkd.models.external.huggingface import preprocessor_stats
 
-        return preprocessor_stats(cfg.name) or (IMAGENET_MEAN, IMAGENET_STD)
-    return IMAGENET_MEAN, IMAGENET_STD
+        stats = preprocessor_stats(cfg.name)
+        if stats is not None:
+            return InputConfig(mean=[float(v) for v in stats[0]], std=[float(v) for v in stats[1]])
+    return InputConfig()  # ImageNet RGB in [0, 1]
 
 
-def build_external_teacher(cfg: Any, num_classes: int, class_names: Sequence[str] | None = None,
-                           output_stride: int = 8, data_mean: Sequence[float] = IMAGENET_MEAN,
-                           data_std: Sequence[float] = IMAGENET_STD) -> TeacherAdapter:
+def build_external_teacher(
+    cfg: Any, num_classes: int, class_names: Sequence[str] | None = None, output_stride: int = 8,
+    student_input: InputConfig | None = None,
+) -> TeacherAdapter:
     """The teacher of ``cfg`` (a :class:`~segkd.config_schema.TeacherConfig`) as a frozen adapter.
 
-    ``num_classes`` / ``class_names``: the dataset's; ``output_stride``: the student's. Raises
-    :class:`ClassMismatchError` when the teacher's classes differ and ``cfg.class_map`` is not given.
+    ``num_classes`` / ``class_names``: the dataset's; ``output_stride``: the student's; ``student_input``:
+    the student's input convention (default ImageNet RGB), converted to the teacher's
+    (:func:`segkd.models.input_adapter.teacher_convention`). Raises :class:`ClassMismatchError` when the
+    teacher's classes differ and ``cfg.class_map`` is not given.
     """
     build, scores = _source(cfg.source)
     network, teacher_names, default_feat = build(cfg, num_classes)
@@ -91,11 +93,12 @@ def build_external_teacher(cfg: Any, num_classes: int, class_names: Sequence[str
     teacher_k = _count_classes(network, teacher_names, num_classes)
     who = f"{cfg.source} teacher '{cfg.name}'"
     groups = class_groups(teacher_names, teacher_k, class_names, num_classes, cfg.class_map, who)
-    mean, std = _teacher_stats(cfg, data_mean, data_std)
-    affine = input_affine(data_mean, data_std, mean, std)
+    student = student_input or InputConfig()
+    recorded = recorded_convention(getattr(network, "checkpoint_meta", None))
+    convert = converter(student, teacher_convention(cfg, student, recorded, _source_convention(cfg)))
     name = f"{cfg.source}:{cfg.name}" if cfg.source != "segkd" else cfg.name
     adapter = TeacherAdapter(network, scores, cfg.feat_module or default_feat, num_classes, groups,
-                             output_stride, affine, name=name)
+                             output_stride, convert, name=name)
     return adapter.eval()
 
 

@@ -10,7 +10,8 @@ An external network (an mmsegmentation, Hugging Face or torchvision model) becom
   captured by a forward hook (:class:`FeatureHook`) and resized the same way; feature terms then align
   C to the student with their usual channel adapters.
 
-The adapter also converts the student's input normalisation into the teacher's (:func:`input_affine`).
+The adapter also converts the student's input convention into the teacher's
+(:class:`segkd.models.input_adapter.InputConverter`).
 """
 
 from __future__ import annotations
@@ -176,20 +177,6 @@ class ClassMap(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------- the adapter
-def input_affine(data_mean: Sequence[float], data_std: Sequence[float], teacher_mean: Sequence[float],
-                 teacher_std: Sequence[float]) -> tuple[Tensor, Tensor] | None:
-    """(scale, shift), each (1, 3, 1, 1), with x_t = x * scale + shift, or None when they are the same.
-
-    The student sees x = (u - m_d) / s_d (u the RGB image in [0, 1]); the teacher wants (u - m_t) / s_t,
-    hence scale = s_d / s_t and shift = (m_d - m_t) / s_t.
-    """
-    m_d, s_d, m_t, s_t = (torch.tensor([float(v) for v in a]) for a in (data_mean, data_std, teacher_mean,
-                                                                          teacher_std))
-    if torch.equal(m_d, m_t) and torch.equal(s_d, s_t):
-        return None
-    return (s_d / s_t).view(1, 3, 1, 1), ((m_d - m_t) / s_t).view(1, 3, 1, 1)
-
-
 class TeacherAdapter(nn.Module):
     """An external network as a segkd teacher: ``forward(images) -> SegOutput(logits, feat)``.
 
@@ -200,13 +187,13 @@ class TeacherAdapter(nn.Module):
         feat_module: module spec for :class:`FeatureHook` (``"path"`` or ``"path:input"``).
         groups: :func:`class_groups` result (None: the teacher's classes are the dataset's).
         output_stride: the student's output stride s; logits and feat are resized to ceil(H/s) x ceil(W/s).
-        affine: :func:`input_affine` result (None: same normalisation).
+        convert: the student-to-teacher input conversion (None: the same input convention).
         name: shown in messages and profiles.
     """
 
     def __init__(self, network: nn.Module, scores: Callable[[nn.Module, Tensor], Tensor], feat_module: str,
                  num_classes: int, groups: list[list[int]] | None = None, output_stride: int = 8,
-                 affine: tuple[Tensor, Tensor] | None = None, name: str = "") -> None:
+                 convert: nn.Module | None = None, name: str = "") -> None:
         super().__init__()
         self.network = network
         self._scores = scores
@@ -216,11 +203,7 @@ class TeacherAdapter(nn.Module):
         self.output_stride = output_stride
         self.name = name
         self.stage_channels: list[int] = list(getattr(network, "stage_channels", []))
-        if affine is not None:
-            self.register_buffer("in_scale", affine[0], persistent=False)
-            self.register_buffer("in_shift", affine[1], persistent=False)
-        else:
-            self.in_scale = self.in_shift = None
+        self.convert = convert
         self.feat_channels = self._probe_feat_channels()
 
     @torch.no_grad()
@@ -236,7 +219,7 @@ class TeacherAdapter(nn.Module):
         return int(out.feat.shape[1])
 
     def forward(self, images: Tensor) -> SegOutput:
-        x = images if self.in_scale is None else images * self.in_scale + self.in_shift
+        x = images if self.convert is None else self.convert(images)
         raw = self._scores(self.network, x)
         feat = self.hook.pop()
         logits, stages = (raw.logits, raw.stages) if isinstance(raw, SegOutput) else (raw, [])
