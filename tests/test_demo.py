@@ -14,7 +14,13 @@ from segkd.losses import LOSSES
 def test_demo_plan_is_a_fair_comparison(tmp_path: Path):
     setting = SETTINGS["default"]
     plan = demo_plan(setting, tmp_path / "demo")
-    assert [m.key for m in plan.methods] == [BASELINE, "kd", "cwd", "dist", "cirkd"]
+    assert [m.key for m in plan.methods] == [BASELINE, "kd", "cwd", "dist", "cirkd", "unlabeled", "offline"]
+    # The offline pseudo-label baseline: the bundle's loss from a teacher cache, the union drawn uniformly.
+    unlabeled, offline = plan.methods[-2:]
+    assert offline.cached and not unlabeled.cached
+    assert offline.config["distill"]["losses"] == unlabeled.config["distill"]["losses"]
+    assert unlabeled.config["data"]["unlabeled"]["ratio"] == 0.5
+    assert offline.config["data"]["unlabeled"]["ratio"] == 0.875
     assert plan.matches == ["time"] and len(plan.seeds) >= 3 and plan.budget == setting.budget
     assert plan.time_by == "clock"  # every method's run stops at its seed's baseline seconds
     cached = demo_plan(setting, tmp_path / "cached", ["kd", "kd@cache"])
@@ -30,7 +36,8 @@ def test_demo_plan_is_a_fair_comparison(tmp_path: Path):
         assert cfg.train.seed == 1 and cfg.distill.teacher.checkpoint == "t.pt"
         assert cfg.distill.teacher.name == "demo_teacher"
         assert cfg.model.options == {"kernel_sizes": [3, 3, 3, 3]}
-        assert cfg.data.unlabeled.split == "unlabeled" and cfg.data.unlabeled.ratio == setting.unlabeled_ratio
+        assert cfg.data.unlabeled.split == "unlabeled"
+        assert cfg.data.unlabeled.ratio == (0.875 if method.key == "offline" else setting.unlabeled_ratio)
     teacher = plan.teacher_config()
     assert teacher.data.options["num_samples"]["train"] == setting.teacher_images and teacher.train.seed == 0
     assert all(t["name"] in LOSSES for terms in METHODS.values() for t in terms)

@@ -247,7 +247,7 @@ def _family(prefix: str, names: tuple[str, ...] = ()) -> list[str]:
 CIRKD_METHODS = ("baseline", "kd", "skd", "ifvd", "cwd", "cirkd")
 CIRKD_CITYSCAPES_RECIPES = _family("cityscapes/", CIRKD_METHODS)
 DIST_RECIPES = _family("cityscapes/", ("dist",))
-OWN_CIRKD_SETTING = _family("cityscapes/", ("ka", "kd_unlabeled", "cirkd_enqueue_segkd"))
+OWN_CIRKD_SETTING = _family("cityscapes/", ("ka", "unlabeled", "cirkd_enqueue_segkd"))
 TEACHER_RECIPES = ["cityscapes/teacher_deeplabv3_resnet101.yaml"]
 FAMILIES = {
     "cirkd_cityscapes": CIRKD_CITYSCAPES_RECIPES + TEACHER_RECIPES,
@@ -315,9 +315,12 @@ def test_segkd_own_recipes_keep_the_cirkd_setting(path: str):
         stage1 = {**KA_STAGE1, "iters": KA_EPOCH_STEPS["cityscapes"], "teacher": "deeplabv3_resnet101"}
         check(path, stage1, [], stage=0)
         check(path, expected, KA_TERMS)
-    elif method == "kd_unlabeled":  # 2 labelled + 2 unlabelled crops per process: 16 labelled per step
-        cfg = check(path, {**expected, "global_batch": 32}, METHODS["kd"])
+    elif method == "unlabeled":  # 2 labelled + 2 unlabelled crops per process: 16 labelled per step
+        bundle = [("pseudo_label", 1.0, {"threshold": 0.0, "normalize": "labeled", "images": "unlabeled"})]
+        cfg = check(path, {**expected, "global_batch": 32}, bundle)
         assert cfg.data.unlabeled is not None and cfg.data.unlabeled.ratio == 0.5
+        assert cfg.data.unlabeled.root.endswith("leftImg8bit/train_extra")
+        assert cfg.data.batch_size - int(0.5 * cfg.data.batch_size) == 2  # the reference's labelled crops
     else:
         check(path, expected, _cirkd_terms(0.1, enqueue="segkd"))
 

@@ -194,7 +194,7 @@ def test_batch_without_labelled_image_gives_zero_task_loss_not_nan(tmp_path: Pat
 
 # ------------------------------------------------------------------------- every term declares it
 LABEL_FREE = {"kd", "dist", "cwd", "fitnet", "at", "skd_pairwise", "skd_holistic", "cirkd_batch_p2p", "dsd",
-              "ka_adapt", "ka_affinity"}
+              "ka_adapt", "ka_affinity", "pseudo_label"}
 READS_LABELS = {"ifvd", "cirkd_memory_p2p", "cirkd_memory_p2r"}
 
 

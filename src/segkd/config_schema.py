@@ -252,6 +252,9 @@ class DistillConfig:
     losses: list[LossTermConfig] = field(default_factory=list)
     adversary_optim: AdversaryOptimConfig = field(default_factory=AdversaryOptimConfig)
     allow_untrained_teacher: bool = False  # else a teacher without a checkpoint is an error
+    # Noisy Student's noise on the student's view of the unlabelled images (segkd.engine.strong_view):
+    # colour jitter, grayscale and blur on the student's input; the teacher sees the clean image.
+    strong_augment: bool = False
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """``segkd demo [--quick]``: a fair comparison of distillation methods on built-in data, on a CPU.
 
 Trains a teacher once, then a student baseline with few labelled images and the student distilled with
-pixel KD, CWD on features, DIST and CIRKD (which also learn from unlabelled images through the teacher)
-and pixel KD from a teacher cache,
-over 3 seeds at equal compute, and prints each method's mean ± std and the gain's 95 % confidence
+pixel KD, CWD on features, DIST and CIRKD (which also learn from unlabelled images through the teacher),
+the unlabelled-image bundle (the teacher's hard labels on the unlabelled images, configs/_base/methods/
+unlabeled.yaml) and the offline pseudo-label baseline (predict, then train; from a teacher cache), over 3
+seeds at equal compute, and prints each method's mean ± std and the gain's 95 % confidence
 interval; ``compare.md``, ``compare.json`` and plots go to the output folder.
 """
 
@@ -32,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         default=None,
         metavar="NAME",
-        help="rows besides the baseline, from kd cwd dist cirkd kd@cache (default: kd cwd dist cirkd)",
+        help="rows besides the baseline, from kd cwd dist cirkd unlabeled offline kd@cache (default: all "
+        "but kd@cache)",
     )
     parser.add_argument(
         "--match",

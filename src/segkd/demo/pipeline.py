@@ -77,6 +77,14 @@ DEMO_MEMORY = {
     "pixel_contrast_size": 1024,
     "region_contrast_size": 256,
 }
+# The unlabelled-image bundle, configs/_base/methods/unlabeled.yaml, unchanged (a test checks they are
+# equal; issue 28): the teacher's hard labels on the unlabelled images, every pixel weighted as a labelled
+# one, half of each batch from the unlabelled pool.
+UNLABELED_BUNDLE: list[dict[str, Any]] = [
+    {"name": "pseudo_label", "weight": 1.0,
+     "options": {"threshold": 0.0, "normalize": "labeled", "images": "unlabeled"}},
+]
+UNLABELED_RATIO = 0.5
 METHODS: dict[str, list[dict[str, Any]]] = {
     "kd": [{"name": "kd", "weight": 1.0, "options": {"temperature": 1.0}}],
     "cwd": [
@@ -96,7 +104,17 @@ METHODS: dict[str, list[dict[str, Any]]] = {
         {"name": "cirkd_memory_p2p", "weight": 0.1, "options": DEMO_MEMORY},
         {"name": "cirkd_memory_p2r", "weight": 0.1, "options": DEMO_MEMORY},
     ],
+    "unlabeled": UNLABELED_BUNDLE,
 }
+RATIOS = {"unlabeled": UNLABELED_RATIO}  # the unlabelled share of a batch where not the setting's
+
+# The offline pseudo-label baseline ("predict, then train"): the teacher's arg-max labels on the unlabelled
+# pool computed once (a teacher cache, its one-off cost charged) and trained on as ordinary labels: one CE
+# in which a pseudo-labelled pixel weighs as much as a labelled one (the bundle's loss), with the union of
+# labelled and pseudo-labelled images drawn as one dataset would be: 7 pseudo-labelled images and 1
+# labelled one per batch of 8 (floor(8 * 2000 / 2032) = 7; the same in both held-out settings).
+OFFLINE = "offline"
+OFFLINE_RATIO = 0.875
 
 
 # How equal compute becomes steps (issue 26): each method's run charges its own clock and stops at the
@@ -109,13 +127,15 @@ TIME_BY = "clock"
 # Rows trained from a teacher cache (segkd.cache: the teacher's outputs stored once and replayed through
 # each crop's augmentation) instead of the live teacher: ``segkd demo --methods kd kd@cache`` (not in the
 # default rows, which fill the 15 minutes).
-CACHED_METHODS = ("kd@cache",)
-DEFAULT_METHODS = tuple(METHODS)
+CACHED_METHODS = ("kd@cache", OFFLINE)
+DEFAULT_METHODS = (*METHODS, OFFLINE)
 
 
-def data_section(setting: DemoSetting, labeled: int, unlabeled: bool) -> dict[str, Any]:
+def data_section(
+    setting: DemoSetting, labeled: int, unlabeled: bool, ratio: float | None = None
+) -> dict[str, Any]:
     """The synthetic data: ``labeled`` training images, the shared validation split, and (for distilled
-    students) the unlabelled pool mixed into each batch."""
+    students) the unlabelled pool mixed into each batch (``ratio`` of it; default the setting's)."""
     section: dict[str, Any] = {
         "name": setting.dataset,
         "crop_size": [setting.image_size, setting.image_size],
@@ -131,7 +151,7 @@ def data_section(setting: DemoSetting, labeled: int, unlabeled: bool) -> dict[st
         },
     }
     if unlabeled:
-        section["unlabeled"] = {"split": "unlabeled", "ratio": setting.unlabeled_ratio}
+        section["unlabeled"] = {"split": "unlabeled", "ratio": ratio or setting.unlabeled_ratio}
     return section
 
 
@@ -162,10 +182,12 @@ def demo_plan(
     teacher["name"] = "teacher"
     specs = [MethodSpec(BASELINE, resolve(student))]
     for key in methods or DEFAULT_METHODS:
-        base = key.removesuffix(CACHED)
-        raw = run_config(setting, STUDENT_MODEL, data_section(setting, setting.labeled, True), setting.budget)
+        base = "unlabeled" if key == OFFLINE else key.removesuffix(CACHED)
+        ratio = OFFLINE_RATIO if key == OFFLINE else RATIOS.get(base)
+        data = data_section(setting, setting.labeled, True, ratio)
+        raw = run_config(setting, STUDENT_MODEL, data, setting.budget)
         raw["distill"] = {"teacher": dict(TEACHER_MODEL), "losses": METHODS[base]}
-        specs.append(MethodSpec(key, resolve(raw), cached=key.endswith(CACHED)))
+        specs.append(MethodSpec(key, resolve(raw), cached=key == OFFLINE or key.endswith(CACHED)))
     # One cache serves the three seeds of a cached row: each run is charged a third of its one-off cost.
     return ComparePlan(
         out,

@@ -15,6 +15,7 @@ from torch import nn
 
 from segkd.config_schema import DataConfig, ExperimentConfig, ModelConfig
 from segkd.engine.distiller import Distiller, StepSettings, distill_spec, term_names
+from segkd.engine.strong_view import StrongAugment
 from segkd.labels import IGNORE_INDEX
 
 
@@ -204,7 +205,8 @@ def build_distiller(
     _check_unlabeled_terms(cfg, losses)
     settings = step_settings(cfg, device_type)
     distiller = Distiller(
-        student, teacher, losses, weights, cfg.distill.aux_weight, ignore_index, settings, shared
+        student, teacher, losses, weights, cfg.distill.aux_weight, ignore_index, settings, shared,
+        student_view=StrongAugment(cfg.model.input) if cfg.distill.strong_augment else None,
     )
     if teacher is not None and cfg.distill.teacher is not None and cfg.distill.teacher.cache:
         from segkd.cache.attach import attach_to_distiller
@@ -219,6 +221,15 @@ def _check_unlabeled_terms(cfg: ExperimentConfig, losses: dict[str, Any]) -> Non
 
     unlabeled = cfg.data.unlabeled
     if unlabeled is None or unlabeled_count(unlabeled.ratio, cfg.data.batch_size) == 0:
+        only_unlabelled = [name for name, loss in losses.items() if loss.routed_images() == "unlabeled"]
+        if only_unlabelled or cfg.distill.strong_augment:
+            what = f"term {only_unlabelled[0]!r} (images: unlabeled)" if only_unlabelled else (
+                "distill.strong_augment")
+            raise ValueError(
+                f"config: {what} acts on unlabelled images, but no batch holds any: set data.unlabeled "
+                "(root or split, ratio > 0 of the batch)"
+                + (f", or {only_unlabelled[0]}'s option images: all" if only_unlabelled else "")
+            )
         return
     if not any(not getattr(loss, "uses_labels", True) for loss in losses.values()):
         raise ValueError(

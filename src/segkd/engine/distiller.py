@@ -13,8 +13,10 @@ distilled student run through the same loop.
 Unlabelled images (``data.unlabeled``): a micro-batch may carry ``labeled`` (N,) bool. Student and teacher
 run on all N images; CE, aux CE and every term with ``uses_labels = True`` (IFVD, the CIRKD memory terms,
 KD with ``mask_ignore``) see the labelled images only; every label-free term (KD, DIST, CWD, FitNet, AT,
-pair-wise, holistic and its adversary, CIRKD mini-batch, DSD, KA) sees all N
-(:mod:`segkd.engine.routing`). Without ``labeled`` (or all true) the step is exactly the labelled one.
+pair-wise, holistic and its adversary, CIRKD mini-batch, DSD, KA) sees all N; ``pseudo_label`` sees the
+unlabelled ones (:mod:`segkd.engine.routing`). With ``distill.strong_augment`` the student sees a
+photometrically noised copy of the unlabelled images, the teacher the clean ones (Noisy Student).
+Without ``labeled`` (or all true) the step is exactly the labelled one.
 
 The distiller is the algorithm: :meth:`Distiller.train_step` runs one whole training iteration (every
 micro-batch's forward and backward under AMP, each adversary's update on the detached outputs, gradient
@@ -28,7 +30,7 @@ so, for DDP, are the discriminators and the terms' state buffers (see :meth:`Dis
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
@@ -148,6 +150,8 @@ class Distiller(nn.Module):
         losses: ``{term name: DistillLoss}`` in config order.
         weights: ``{term name: weight}`` from the config (``ce`` has weight 1, ``aux_ce`` aux_weight).
         aux_weight: weight of the auxiliary-head cross-entropy.
+        student_view: ``view(images, labeled)``, the student's input when it differs from the teacher's
+            (``distill.strong_augment``: :class:`segkd.engine.strong_view.StrongAugment`); training only.
     """
 
     def __init__(
@@ -160,8 +164,10 @@ class Distiller(nn.Module):
         ignore_index: int = IGNORE_INDEX,
         settings: StepSettings | None = None,
         shared: nn.ModuleDict | None = None,
+        student_view: Callable[[Tensor, Tensor | None], Tensor] | None = None,
     ) -> None:
         super().__init__()
+        self.student_view = student_view  # distill.strong_augment (segkd.engine.strong_view); None: off
         self.settings = settings or StepSettings()
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.settings.amp)
         self.scaler = torch.amp.GradScaler(self.settings.device_type, enabled=self.settings.amp == "fp16")
@@ -269,6 +275,8 @@ class Distiller(nn.Module):
         the batch's replayed teacher maps (:func:`cached_maps`) when the distiller reads a teacher cache."""
         images = speed.input_format(images, self.settings)
         teacher_out = self.teacher_targets(images, cached)
+        if self.student_view is not None and self.training:  # the student's noised view, teacher's clean
+            images = self.student_view(images, labeled)
         student_out, terms = self._runner(images, labels, teacher_out, labeled)
         total = sum(self.weight_of(name) * value for name, value in terms.items())
         return StepResult(total=total, terms=terms, student=student_out, teacher=teacher_out)

@@ -9,9 +9,13 @@ on all N images; then
   teacher outputs and the :class:`DistillBatch` of the labelled images only (its own shared state, e.g.
   CIRKD's memory queues, is fed from them alone); with no labelled image it is skipped (value 0);
 - a term with ``uses_labels = False`` (KD, DIST, CWD, FitNet, AT, pair-wise, holistic, CIRKD mini-batch,
-  DSD, KA) gets all N images; its batch's labels are ``ignore_index`` on the unlabelled images.
+  DSD, KA) gets all N images; its batch's labels are ``ignore_index`` on the unlabelled images;
+- a term whose :meth:`~segkd.losses.base.DistillLoss.routed_images` is ``"unlabeled"`` (``pseudo_label``
+  with ``images: unlabeled``, its default) gets the unlabelled images only, ``U = nonzero(~labeled)``;
+  with no unlabelled image in the batch it is skipped (value 0).
 
-Without ``labeled``, or with every image labelled, every term gets the whole batch, exactly as before.
+Without ``labeled``, or with every image labelled, every term but the unlabelled-only ones gets the whole
+batch, exactly as before.
 """
 
 from __future__ import annotations
@@ -58,22 +62,36 @@ class TermInputs:
         ignore_index: int,
     ) -> None:
         self.index = index
+        self.unlabelled_index: Tensor | None = None
         if index is not None:  # the unlabelled images' labels never reach a term, whatever they held
             unlabelled = labels.new_ones(labels.shape[0], dtype=bool)
             unlabelled[index] = False
             labels = labels.masked_fill(unlabelled[:, None, None], ignore_index)
+            self.unlabelled_index = unlabelled.nonzero().squeeze(1)
         self.student, self.teacher, self.images, self.labels = student, teacher, images, labels
-        self.all = DistillBatch(images=images, labels=labels)
+        self.labelled_images = labels.shape[0] if index is None else int(index.numel())
+        self.all = DistillBatch(images=images, labels=labels, labelled_images=self.labelled_images)
         self._labelled: tuple[SegOutput, SegOutput, DistillBatch] | None = None
+        self._unlabelled: tuple[SegOutput, SegOutput, DistillBatch] | None = None
 
     def for_term(self, loss: DistillLoss) -> tuple[SegOutput, SegOutput, DistillBatch] | None:
-        """The arguments of ``loss``; None when it reads labels and no image is labelled (skip it)."""
-        if self.index is None or not getattr(loss, "uses_labels", True):
+        """The arguments of ``loss``; None when the images it reads are not in the batch (skip it)."""
+        images = loss.routed_images() if hasattr(loss, "routed_images") else "labeled"
+        if images == "unlabeled":
+            if self.unlabelled_index is None or self.unlabelled_index.numel() == 0:
+                return None
+            if self._unlabelled is None:
+                self._unlabelled = self._subset(self.unlabelled_index)
+            return self._unlabelled
+        if self.index is None or images == "all":
             return self.student, self.teacher, self.all
         if self.index.numel() == 0:
             return None
         if self._labelled is None:
-            i = self.index
-            batch = DistillBatch(images=self.images[i], labels=self.labels[i])
-            self._labelled = (self.student.select(i), self.teacher.select(i), batch)
+            self._labelled = self._subset(self.index)
         return self._labelled
+
+    def _subset(self, i: Tensor) -> tuple[SegOutput, SegOutput, DistillBatch]:
+        batch = DistillBatch(images=self.images[i], labels=self.labels[i],
+                             labelled_images=self.labelled_images)
+        return self.student.select(i), self.teacher.select(i), batch

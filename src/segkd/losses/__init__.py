@@ -7,7 +7,7 @@ import importlib
 
 from segkd.losses.base import LOSSES, DistillBatch, DistillLoss, DistillSpec
 
-METHOD_MODULES = ("kd", "skd", "ifvd", "cwd", "feature", "dist", "cirkd", "ka", "dsd")
+METHOD_MODULES = ("kd", "skd", "ifvd", "cwd", "feature", "dist", "cirkd", "ka", "dsd", "pseudo_label")
 
 for _name in METHOD_MODULES:
     importlib.import_module(f"segkd.losses.{_name}")

@@ -82,11 +82,15 @@ class DistillBatch:
         labels: ground-truth class ids, (N, H, W), ``ignore_index`` for unlabelled pixels.
         memo: results several terms of this one forward share (a shared module's per-step output, e.g.
             CIRKD's projected anchors and sampled contrast sets): a fresh dict for every forward.
+        labelled_images: how many images of the whole micro-batch are labelled (set by
+            :mod:`segkd.engine.routing`; None: every image of this batch is), for a term weighted per
+            labelled image (``pseudo_label`` with ``normalize: labeled``).
     """
 
     images: Tensor
     labels: Tensor
     memo: dict[str, Any] = field(default_factory=dict)
+    labelled_images: int | None = None
 
 
 class DistillLoss(nn.Module):
@@ -99,6 +103,12 @@ class DistillLoss(nn.Module):
     """
 
     uses_labels: bool = True
+
+    def routed_images(self) -> str:
+        """Which images of a batch with unlabelled ones the term sees (:mod:`segkd.engine.routing`):
+        ``"labeled"`` for a term that reads labels, ``"all"`` for one that does not; a term that learns from
+        the unlabelled images only (``pseudo_label``) says ``"unlabeled"``."""
+        return "labeled" if self.uses_labels else "all"
 
     def forward(
         self, student: SegOutput, teacher: SegOutput, batch: DistillBatch
