@@ -50,6 +50,8 @@ def test_demo_header_names_the_command_that_ran():
         "segkd demo --quick --methods kd kd@cache --match both"
     )
     assert demo_plan(setting, Path("x"), ["cirkd"], ["iters"]).matches == ["iters"]
+    assert demo_header(setting, False, time_by="ratio")["command"] == "segkd demo --time-by ratio"
+    assert demo_plan(setting, Path("x"), ["kd"], time_by="ratio").time_by == "ratio"
 
 
 def test_demo_never_writes_over_an_earlier_demo(tmp_path: Path):

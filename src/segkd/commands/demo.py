@@ -42,6 +42,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="time",
         help="equal compute (time, default), equal iterations (iters), or both",
     )
+    parser.add_argument(
+        "--time-by",
+        choices=["clock", "ratio"],
+        default="clock",
+        help="how equal compute becomes steps: clock (default; each run stops at its seed's baseline "
+        "seconds) or ratio (each method trains budget / its step ratio measured once before training: "
+        "every seed the same steps)",
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     parser.set_defaults(func=run)
 
@@ -56,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     matches = ["iters", "time"] if args.match == "both" else [args.match]
     output = args.output or ("runs/demo" if args.setting == "default" else f"runs/demo-{args.setting}")
     result = run_demo(output, quick=args.quick, methods=args.methods, matches=matches,
-                      setting_name=args.setting)
+                      setting_name=args.setting, time_by=args.time_by)
     print(f"segkd demo: report written to {result['report']} ({result['total_time_s']:.0f} s in all)")
     for line in result.get("notes", []):
         print(f"  {line}")

@@ -169,7 +169,11 @@ def run_config(
 
 
 def demo_plan(
-    setting: DemoSetting, out: Path, methods: list[str] | None = None, matches: list[str] | None = None
+    setting: DemoSetting,
+    out: Path,
+    methods: list[str] | None = None,
+    matches: list[str] | None = None,
+    time_by: str = TIME_BY,
 ) -> ComparePlan:
     """The comparison the demo runs: teacher once, baseline and each method over ``setting.seeds`` seeds
     at equal compute (``matches``: ``["time"]`` by default; ``["iters"]`` or both on request)."""
@@ -197,7 +201,7 @@ def demo_plan(
         float(setting.budget),
         resolve(teacher),
         "amortize",
-        time_by=TIME_BY,
+        time_by=time_by,
     )
 
 
@@ -212,6 +216,7 @@ def run_demo(
     methods: list[str] | None = None,
     matches: list[str] | None = None,
     setting_name: str = "default",
+    time_by: str = TIME_BY,
 ) -> dict[str, Any]:
     """Run the whole demo (``setting_name``: a key of :data:`SETTINGS`; ``quick`` takes ``quick``);
     returns the comparison's ``compare.json`` data (plus ``report``, the path of ``compare.md``, and
@@ -226,10 +231,10 @@ def run_demo(
     setting = SETTINGS[setting_name]
     out = unused_output_dir(Path(output_dir))
     tic = time.perf_counter()
-    plan = demo_plan(setting, out, methods, matches)
+    plan = demo_plan(setting, out, methods, matches, time_by)
     data = run_compare(
         plan,
-        header=demo_header(setting, quick, methods, matches, setting_name),
+        header=demo_header(setting, quick, methods, matches, setting_name, time_by),
         notes=lambda results: demo_notes(plan, results),
     )
     data["total_time_s"] = time.perf_counter() - tic

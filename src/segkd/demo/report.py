@@ -18,6 +18,7 @@ def demo_header(
     methods: list[str] | None = None,
     matches: list[str] | None = None,
     setting_name: str = "default",
+    time_by: str = "clock",
 ) -> dict[str, Any]:
     """Entries of ``compare.json`` describing the demo's setting and the command that ran it."""
     command = "segkd demo" + (" --quick" if quick else "")
@@ -25,6 +26,7 @@ def demo_header(
     command += f" --methods {' '.join(methods)}" if methods else ""
     if matches and matches != ["time"]:
         command += " --match " + ("both" if len(matches) > 1 else matches[0])
+    command += f" --time-by {time_by}" if time_by != "clock" else ""
     return {
         "title": "segkd demo"
         + (" --quick (smoke run: accuracy near chance)" if quick else "")
