@@ -76,7 +76,10 @@ class TermInputs:
 
     def for_term(self, loss: DistillLoss) -> tuple[SegOutput, SegOutput, DistillBatch] | None:
         """The arguments of ``loss``; None when the images it reads are not in the batch (skip it)."""
-        images = loss.routed_images() if hasattr(loss, "routed_images") else "labeled"
+        if hasattr(loss, "routed_images"):
+            images = loss.routed_images()
+        else:  # any module with the older contract: uses_labels alone
+            images = "labeled" if getattr(loss, "uses_labels", True) else "all"
         if images == "unlabeled":
             if self.unlabelled_index is None or self.unlabelled_index.numel() == 0:
                 return None
