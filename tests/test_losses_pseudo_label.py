@@ -4,6 +4,7 @@ hand on tiny tensors, float64 gradchecks, thresholds and routing."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -153,17 +154,26 @@ def test_routing_of_labelled_all_and_unlabelled_terms():
     assert inputs.for_term(_Term("unlabeled"))[0].logits.shape[0] == 4
 
 
-def test_distiller_applies_pseudo_label_to_the_unlabelled_images_only(tmp_path: Path):
-    """In a real distiller step the term's value equals the loss on images 1 and 3 of [T, F, T, F]."""
-    losses = "[{name: pseudo_label, options: {threshold: 0.0}}]"
+def _mixed_step(tmp_path: Path, options: dict, labelled_images: int | None = None):
+    """A real distiller's forward on the batch [T, F, T, F] with one pseudo_label term of ``options``, and
+    the term's value computed directly on images 1 and 3."""
+    losses = "[{name: pseudo_label, options: " + json.dumps(options) + "}]"
     torch.manual_seed(0)
     _, distiller = _distiller(mixed_config(tmp_path / "r", losses))
     images, labels, labeled = _mixed_batch()
     result = distiller.compute(images, labels, labeled)
     keep = torch.tensor([1, 3])
-    expected = pseudo_label_loss(result.student.logits[keep], result.teacher.logits[keep], (32, 32), 0.0)
+    expected = pseudo_label_loss(result.student.logits[keep], result.teacher.logits[keep], (32, 32),
+                                 options["threshold"], options.get("normalize", "all"), labelled_images)
+    return distiller, result, expected
+
+
+def test_distiller_applies_pseudo_label_to_the_unlabelled_images_only(tmp_path: Path):
+    """In a real distiller step the term's value equals the loss on images 1 and 3 of [T, F, T, F]."""
+    distiller, result, expected = _mixed_step(tmp_path, {"threshold": 0.0})
     assert torch.allclose(result.terms["pseudo_label"], expected, rtol=1e-6, atol=0)
-    # Labels of the unlabelled images (and of the labelled ones) are never read by the term.
+    images, labels, _ = _mixed_batch()
+    # Every image labelled: the unlabelled-only term is skipped (0), whatever the labels hold.
     result_all = distiller.compute(images, labels, torch.ones(4, dtype=torch.bool))
     assert result_all.terms["pseudo_label"].item() == 0.0
 
@@ -257,14 +267,7 @@ def test_routing_tells_the_term_how_many_images_are_labelled(tmp_path: Path):
     assert inputs.for_term(_Term("unlabeled"))[2].labelled_images == 2
     assert inputs.for_term(_Term("all"))[2].labelled_images == 2
     assert _inputs(None).for_term(_Term("all"))[2].labelled_images == 4
-    losses = "[{name: pseudo_label, options: {threshold: 0.0, normalize: labeled}}]"
-    torch.manual_seed(0)
-    _, distiller = _distiller(mixed_config(tmp_path / "r", losses))
-    images, labels, labeled = _mixed_batch()
-    result = distiller.compute(images, labels, labeled)
-    keep = torch.tensor([1, 3])
-    expected = pseudo_label_loss(result.student.logits[keep], result.teacher.logits[keep], (32, 32), 0.0,
-                                 "labeled", labelled_images=2)
+    _, result, expected = _mixed_step(tmp_path, {"threshold": 0.0, "normalize": "labeled"}, labelled_images=2)
     assert torch.allclose(result.terms["pseudo_label"], expected, rtol=1e-6, atol=0)
 
 

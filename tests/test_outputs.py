@@ -19,6 +19,7 @@ from PIL import Image
 from tests.test_export import make_checkpoint
 
 import segkd
+from _disk_faults import FullDisk
 from _engine_helpers import tiny_config
 from segkd.cli import main
 from segkd.export.onnx_export import read_onnx_meta
@@ -201,22 +202,6 @@ def test_an_output_folder_under_a_file_is_one_line(tmp_path, image, capsys):
 
 
 # ------------------------------------------------------------------------------- full disk: atomic writes
-class _FullDisk:
-    """Every file segkd writes: the disk fills up after ten bytes."""
-
-    def __init__(self, fd: int, path: Path) -> None:
-        self.handle = os.fdopen(fd, "wb")
-
-    def __enter__(self) -> _FullDisk:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.handle.close()
-
-    def write(self, data: bytes) -> None:
-        self.handle.write(bytes(data)[:10])
-        self.handle.flush()
-        raise OSError(errno.ENOSPC, "No space left on device")
 
 
 def _full_disk_cases(tmp_path: Path, run: Path, image: Path) -> dict[str, tuple[list[str], Path, str]]:
@@ -242,7 +227,7 @@ def test_a_full_disk_leaves_no_partial_or_temporary_file(command, run, image, tm
     import segkd.outputs as outputs
 
     argv, out, first_file = _full_disk_cases(tmp_path, run, image)[command]
-    monkeypatch.setattr(outputs, "_open_for_write", _FullDisk)
+    monkeypatch.setattr(outputs, "_open_for_write", FullDisk)
     assert main(argv) == 1
     monkeypatch.undo()
     err = capsys.readouterr().err
@@ -256,7 +241,7 @@ def test_atomic_write_keeps_the_earlier_file_on_a_full_disk(tmp_path, monkeypatc
     from segkd.outputs import write_text
 
     path = write_text(tmp_path / "metrics.json", '{"miou": 1}')
-    monkeypatch.setattr(outputs, "_open_for_write", _FullDisk)
+    monkeypatch.setattr(outputs, "_open_for_write", FullDisk)
     with pytest.raises(outputs.DiskFullError, match="an earlier file of that name is intact"):
         write_text(path, '{"miou": 2}')
     monkeypatch.undo()

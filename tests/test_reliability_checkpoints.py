@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from _disk_faults import FullDisk
 from _engine_helpers import tiny_config, tiny_overrides
 from segkd.checkpoint_io import (
     CorruptCheckpointError,
@@ -155,28 +156,13 @@ def test_resume_falls_back_to_previous_good_checkpoint(tmp_path: Path, capsys: p
 
 
 # ------------------------------------------------------------------------------------- disk and folders
-class _FullDisk:
-    """A file writer on a disk that fills up after ten bytes."""
-
-    def __init__(self, fd: int, path: Path | None = None) -> None:
-        self.handle = os.fdopen(fd, "wb")
-
-    def __enter__(self) -> _FullDisk:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.handle.close()
-
-    def write(self, data: bytes) -> None:
-        self.handle.write(bytes(data)[:10])
-        raise OSError(errno.ENOSPC, "No space left on device")
 
 
 def test_disk_full_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import segkd.outputs as io
 
     path = write_checkpoint({"model": {"w": torch.ones(3)}, "iteration": 1}, tmp_path / "latest.pt")
-    monkeypatch.setattr(io, "_open_for_write", _FullDisk)
+    monkeypatch.setattr(io, "_open_for_write", FullDisk)
     with pytest.raises(DiskFullError, match="no space left") as info:
         write_checkpoint({"model": {"w": torch.zeros(3)}, "iteration": 2}, path, keep_previous=True)
     monkeypatch.undo()
@@ -195,7 +181,7 @@ def test_disk_full_during_training_stops_cleanly(
     def fills_on_third_write(fd: int, path: Path):
         if path.suffix == ".pt":
             opened.append(fd)
-        return _FullDisk(fd) if len(opened) >= 3 else os.fdopen(fd, "wb")
+        return FullDisk(fd) if len(opened) >= 3 else os.fdopen(fd, "wb")
 
     monkeypatch.setattr(io, "_open_for_write", fills_on_third_write)
     argv = ["train", str(_empty_config(tmp_path)), *tiny_overrides(tmp_path / "run", iters=3)]

@@ -82,10 +82,10 @@ def to_input(image: Tensor, conv: InputConfig) -> Tensor:
 
 def denormalize(x: Any, conv: InputConfig) -> Any:
     """Inverse of :func:`to_input` for one ``(3, H, W)`` numpy or torch image: RGB ``(3, H, W)`` in [0, 1]
-    (not clipped)."""
-    mean = torch.as_tensor(conv.mean, dtype=torch.float64)
-    std = torch.as_tensor(conv.std, dtype=torch.float64)
+    (not clipped). A tensor is converted on its own device."""
     t = torch.as_tensor(x, dtype=torch.float64)
+    mean = torch.as_tensor(conv.mean, dtype=torch.float64, device=t.device)
+    std = torch.as_tensor(conv.std, dtype=torch.float64, device=t.device)
     t = (t * _channels(std) + _channels(mean)) / conv.pixel_max
     if conv.channel_order == "bgr":
         t = t.flip(-3)

@@ -28,12 +28,10 @@ def poly_factor(
     warmup_ratio: float = 0.1,
     floor: float = 0.0,
 ) -> float:
-    """Multiplier of the base LR at ``iteration`` (0-based) of ``max_iters``."""
+    """Multiplier of the base LR at ``iteration`` (0-based) of ``max_iters``: :func:`progress_factor` at
+    progress ``iteration / max_iters``."""
     it = min(iteration, max_iters)
-    poly = floor + (1.0 - floor) * (1.0 - it / max_iters) ** power
-    if warmup_iters > 0 and it < warmup_iters:
-        return poly * (warmup_ratio + (1.0 - warmup_ratio) * it / warmup_iters)
-    return poly
+    return progress_factor(it, it / max_iters, power, warmup_iters, warmup_ratio, floor)
 
 
 def progress_factor(

@@ -62,12 +62,12 @@ class TermInputs:
         ignore_index: int,
     ) -> None:
         self.index = index
-        self.unlabelled_index: Tensor | None = None
+        self._unlabelled_mask: Tensor | None = None
         if index is not None:  # the unlabelled images' labels never reach a term, whatever they held
             unlabelled = labels.new_ones(labels.shape[0], dtype=bool)
             unlabelled[index] = False
             labels = labels.masked_fill(unlabelled[:, None, None], ignore_index)
-            self.unlabelled_index = unlabelled.nonzero().squeeze(1)
+            self._unlabelled_mask = unlabelled
         self.student, self.teacher, self.images, self.labels = student, teacher, images, labels
         self.labelled_images = labels.shape[0] if index is None else int(index.numel())
         self.all = DistillBatch(images=images, labels=labels, labelled_images=self.labelled_images)
@@ -81,10 +81,9 @@ class TermInputs:
         else:  # any module with the older contract: uses_labels alone
             images = "labeled" if getattr(loss, "uses_labels", True) else "all"
         if images == "unlabeled":
-            if self.unlabelled_index is None or self.unlabelled_index.numel() == 0:
-                return None
-            if self._unlabelled is None:
-                self._unlabelled = self._subset(self.unlabelled_index)
+            if self._unlabelled is None and self._unlabelled_mask is not None:
+                positions = self._unlabelled_mask.nonzero().squeeze(1)  # only when a term asks (a sync)
+                self._unlabelled = self._subset(positions) if positions.numel() else None
             return self._unlabelled
         if self.index is None or images == "all":
             return self.student, self.teacher, self.all

@@ -16,12 +16,11 @@ from the student's input convention and converted back.
 
 from __future__ import annotations
 
-import torch
 import torchvision.transforms.v2 as T
 from torch import Tensor
 
 from segkd.config_schema import InputConfig
-from segkd.input_convention import to_input
+from segkd.input_convention import denormalize, to_input
 
 
 class StrongAugment:
@@ -40,14 +39,6 @@ class StrongAugment:
             return images
         out = images.clone()
         for i in (~labeled).nonzero().squeeze(1).tolist():
-            rgb = self._to_rgb(images[i].detach().float()).clamp(0.0, 1.0)
+            rgb = denormalize(images[i].detach().float(), self.convention).clamp(0.0, 1.0)
             out[i] = to_input(self.transform(rgb), self.convention).to(images.dtype)
         return out
-
-    def _to_rgb(self, x: Tensor) -> Tensor:
-        """Inverse of :func:`segkd.input_convention.to_input` for one (3, H, W) image on its device."""
-        c = self.convention
-        mean = torch.as_tensor(c.mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
-        std = torch.as_tensor(c.std, dtype=x.dtype, device=x.device).view(3, 1, 1)
-        v = (x * std + mean) / c.pixel_max
-        return v.flip(0) if c.channel_order == "bgr" else v
