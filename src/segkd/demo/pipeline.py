@@ -61,6 +61,13 @@ SETTINGS = {
     "digits": DemoSetting(image_size=96, labeled=100, unlabeled=2000, teacher_images=3000, val_images=256,
                           batch_size=8, unlabeled_ratio=0.5, teacher_iters=5000, budget=1500, seeds=3,
                           dataset="digit_scenes", options={"object_size": [40, 70]}),
+    # Built after shapes64's failure had been looked at (so that shapes64 is no longer untouched): textured
+    # fills (stripes, checkerboards, blotches) instead of flat colours, 80 px, 5 classes, larger objects,
+    # at most 5 per scene, 64 labels.
+    "textured": DemoSetting(image_size=80, labeled=64, unlabeled=2000, teacher_images=3000, val_images=256,
+                            batch_size=8, unlabeled_ratio=0.5, teacher_iters=5000, budget=1500, seeds=3,
+                            options={"textured": True, "num_shapes": 4, "object_size": [35, 70],
+                                     "max_objects": 5}),
 }
 
 # The student: the demo's shallow FCN with 3x3 convolutions in every stage (receptive field about 79 px,
