@@ -15,10 +15,12 @@ def test_demo_plan_is_a_fair_comparison(tmp_path: Path):
     setting = SETTINGS["default"]
     plan = demo_plan(setting, tmp_path / "demo")
     assert [m.key for m in plan.methods] == [BASELINE, "kd", "cwd", "dist", "cirkd", "unlabeled", "offline"]
-    # The offline pseudo-label baseline: the bundle's loss from a teacher cache, the union drawn uniformly.
+    # The offline pseudo-label baseline: the cache written with the bundle's hard-label term, then plain
+    # training on its labels (tests/test_pseudo_labels_offline.py), the union drawn uniformly.
     unlabeled, offline = plan.methods[-2:]
-    assert offline.cached and not unlabeled.cached
-    assert offline.config["distill"]["losses"] == unlabeled.config["distill"]["losses"]
+    assert offline.cached and offline.offline and not unlabeled.cached
+    assert offline.config["distill"]["losses"] == unlabeled.config["distill"]["losses"][:1]
+    assert offline.config["distill"]["losses"][0]["name"] == "pseudo_label"
     assert unlabeled.config["data"]["unlabeled"]["ratio"] == 0.5
     assert offline.config["data"]["unlabeled"]["ratio"] == 0.875
     assert plan.matches == ["time"] and len(plan.seeds) >= 3 and plan.budget == setting.budget

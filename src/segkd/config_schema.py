@@ -68,12 +68,17 @@ class UnlabeledConfig:
     from ``data.train_split``; label-reading terms and the CE see the labelled ones only
     (:mod:`segkd.engine.routing`). ``options`` are merged over ``data.options`` for a ``split`` pool
     (e.g. ``{num_samples: 2000}`` for the synthetic one).
+
+    ``pseudo_labels``: a teacher cache of this pool (``segkd cache-teacher``, with ``logits``) whose arg-max
+    labels train the pool's images as ordinary labels, with no teacher in the run: "predict, then train"
+    (:mod:`segkd.cache.pseudo_labels`). The run has no ``distill`` section; its step is a plain one.
     """
 
     split: str | None = None
     root: str | None = None
     ratio: float = 0.5
     options: dict[str, Any] = field(default_factory=dict)
+    pseudo_labels: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ratio < 1.0:

@@ -25,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="default",
         choices=["default", "shapes64", "digits", "textured"],
         help="the task: default (shapes, 96 px, 32 labels), or a held-out one that no default was chosen "
-        "on: shapes64 (6 classes, 64 px, 200 labels), digits (handwritten digits, 11 classes, 100 labels), textured (textured shapes, 5 "
-        "classes, 80 px, 64 labels)",
+        "on: shapes64 (6 classes, 64 px, 200 labels), digits (handwritten digits, 11 classes, 100 labels), "
+        "textured (textured shapes, 5 classes, 80 px, 64 labels)",
     )
     parser.add_argument("--output", default=None, help="output folder (default runs/demo[-SETTING])")
     parser.add_argument(

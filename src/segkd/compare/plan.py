@@ -56,6 +56,9 @@ class MethodSpec:
     )
     searched: str | None = None  # a weight search's candidate: the key of the method searched
     factor: float = 1.0  # the candidate's multiplier of every distillation weight of that method
+    # Predict, then train (with ``cached``): the cache is written from the config's teacher and terms, and
+    # the runs train on its arg-max labels as ordinary labels (data.unlabeled.pseudo_labels), no teacher.
+    offline: bool = False
 
     @property
     def distilled(self) -> bool:
@@ -182,7 +185,10 @@ class ComparePlan:
             if self.teacher is not None:  # the teacher trained here: its network, its weights
                 raw["distill"]["teacher"].update(self.teacher["model"])
             raw["distill"]["teacher"]["checkpoint"] = teacher_ckpt
-        if method.cached and cache_seconds is not None:
+        if method.cached and cache_seconds is not None and method.offline:
+            raw["distill"] = {}  # a plain supervised run on labelled + pseudo-labelled images
+            raw["data"]["unlabeled"]["pseudo_labels"] = str(self.cache_dir(method))
+        elif method.cached and cache_seconds is not None:
             raw["distill"]["teacher"]["cache"] = str(self.cache_dir(method))
         for stage in raw.get("stages") or []:
             stage.setdefault("train", {}).pop("iters", None)  # stages share the matched budget
@@ -209,7 +215,8 @@ def search_candidates(method: MethodSpec, factors: list[float]) -> list[MethodSp
         for section in [config, *(config.get("stages") or [])]:
             for term in (section.get("distill") or {}).get("losses") or []:
                 term["weight"] = float(term.get("weight", 1.0)) * factor
-        rows.append(MethodSpec(f"{method.key}_x{factor:g}", config, method.cached, method.key, factor))
+        rows.append(MethodSpec(f"{method.key}_x{factor:g}", config, method.cached, method.key, factor,
+                               method.offline))
     return rows
 
 

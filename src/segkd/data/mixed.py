@@ -4,7 +4,9 @@ Each per-process batch of ``B = data.batch_size`` holds ``B_u = floor(ratio * B)
 (always fewer than B, since ``ratio < 1``, so every batch has a labelled image) after
 ``B_l = B - B_u`` labelled ones, and a boolean ``labeled`` (B,) says which is which. Unlabelled samples
 go through the same training transform; their labels are ``IGNORE_INDEX`` everywhere, whatever their
-source holds (a ``split`` of a labelled dataset keeps its labels on disk: they are overwritten here).
+source holds (a ``split`` of a labelled dataset keeps its labels on disk: they are overwritten here),
+unless the pool is pseudo-labelled (``data.unlabeled.pseudo_labels``: the teacher's labels from a cache,
+:mod:`segkd.cache.pseudo_labels`), in which case its samples keep them and count as labelled.
 
 Determinism, resume and DDP as in :mod:`segkd.data.loaders`: the labelled images are the stream of an
 :class:`InfiniteSampler` with the run seed, ``B_l`` positions per batch; the unlabelled images are a
@@ -46,7 +48,13 @@ def check_unlabeled(cfg: DataConfig, has_teacher: bool) -> UnlabeledConfig | Non
             "config key 'data.unlabeled': set split (a split of data.name whose labels are ignored) or "
             "root (a folder of images), exactly one"
         )
-    if not has_teacher:
+    if unlabeled.pseudo_labels is not None:
+        if has_teacher:
+            raise ValueError(
+                "config key 'data.unlabeled.pseudo_labels' trains on a cache's labels without a teacher "
+                "(predict, then train); remove the distill section, or remove pseudo_labels to distil live"
+            )
+    elif not has_teacher:
         raise ValueError(
             "config key 'data.unlabeled' needs distill.teacher: without a teacher nothing provides targets "
             "for unlabelled images (remove data.unlabeled for plain supervised training)"
@@ -130,14 +138,20 @@ class MixedBatchSampler(Sampler):
 class _MixedSamples(Dataset):
     """Item ``(is_labelled, index, seed)``: sample ``index`` of the labelled or unlabelled dataset, loaded
     by :func:`~segkd.data.loaders.seeded_sample` (``skip_bad`` replaces an unreadable pair by the next one
-    of the same dataset); an unlabelled sample's label is set to ``IGNORE_INDEX``."""
+    of the same dataset); an unlabelled sample's label is set to ``IGNORE_INDEX`` unless ``pool_labelled``
+    (a pseudo-labelled pool, whose samples then count as labelled)."""
 
-    def __init__(self, labeled: Dataset, unlabeled: Dataset, skip_bad: bool = False) -> None:
+    def __init__(
+        self, labeled: Dataset, unlabeled: Dataset, skip_bad: bool = False, pool_labelled: bool = False
+    ) -> None:
         self.labeled, self.unlabeled, self.skip_bad = labeled, unlabeled, skip_bad
+        self.pool_labelled = pool_labelled
 
     def __getitem__(self, item: tuple[bool, int, int]) -> dict[str, Any]:
         is_labeled, index, seed = item
         sample = seeded_sample(self.labeled if is_labeled else self.unlabeled, index, seed, self.skip_bad)
+        if self.pool_labelled:
+            return {**sample, "labeled": True}
         if not is_labeled:
             sample = {**sample, "label": torch.full_like(sample["label"], IGNORE_INDEX)}
         return {**sample, "labeled": is_labeled}
@@ -169,7 +183,7 @@ def build_mixed_train_loader(
         start_batch=start_batch,
     )
     return DataLoader(
-        _MixedSamples(labeled, unlabeled, cfg.skip_bad),
+        _MixedSamples(labeled, unlabeled, cfg.skip_bad, cfg.unlabeled.pseudo_labels is not None),
         batch_sampler=sampler,
         num_workers=cfg.workers,
         pin_memory=torch.cuda.is_available(),

@@ -102,6 +102,10 @@ def build_train_iterator(
         train_set = cached_train_set(train_set, cfg)
         if unlabeled is not None:
             unlabeled = cached_train_set(unlabeled, cfg, pool="unlabeled")
+    if unlabeled is not None and cfg.data.unlabeled.pseudo_labels is not None:
+        from segkd.cache.pseudo_labels import pseudo_labelled_pool
+
+        unlabeled = pseudo_labelled_pool(unlabeled, cfg.data)  # predict, then train: the cache's labels
     if unlabeled is not None and unlabeled_count(cfg.data.unlabeled.ratio, cfg.data.batch_size) > 0:
         # Batches mixed with data.unlabeled images, flagged by batch["labeled"] (segkd.data.mixed).
         loader = build_mixed_train_loader(train_set, unlabeled, cfg.data, cfg.train.seed, total, start)
@@ -231,6 +235,8 @@ def _check_unlabeled_terms(cfg: ExperimentConfig, losses: dict[str, Any]) -> Non
                 + (f", or {only_unlabelled[0]}'s option images: all" if only_unlabelled else "")
             )
         return
+    if unlabeled.pseudo_labels is not None:
+        return  # the pool is labelled by the cache's pseudo-labels: the CE learns from it
     if not any(not getattr(loss, "uses_labels", True) for loss in losses.values()):
         raise ValueError(
             f"config key 'data.unlabeled': every distill.losses term ({', '.join(losses) or 'none'}) reads "
