@@ -89,3 +89,16 @@ def test_held_out_settings_use_their_own_data(tmp_path: Path):
     assert shapes.data.options["num_shapes"] == 5 and shapes.data.crop_size == [64, 64]
     header = demo_header(SETTINGS["digits"], False, setting_name="digits")
     assert header["command"] == "segkd demo --setting digits"
+
+
+def test_the_unlabelled_row_is_compared_with_the_offline_baseline_by_seed():
+    from segkd.demo.report import _against_offline
+
+    # Differences 2, 3, 4: mean 3, std 1, half-width t(0.975, 2) / sqrt(3) = 4.303 / 1.732 = 2.484.
+    rows = {"unlabeled": {"miou": {"0": 10.0, "1": 12.0, "2": 14.0}},
+            "offline": {"miou": {"0": 8.0, "1": 9.0, "2": 10.0}}}
+    (line,) = _against_offline("time", rows)
+    assert "+3.00 mIoU, 95% CI [+0.52, +5.48]: above the offline baseline" in line
+    rows["offline"]["miou"]["2"] = 16.0  # differences 2, 3, -2
+    assert "not separated from" in _against_offline("time", rows)[0]
+    assert _against_offline("time", {"unlabeled": rows["unlabeled"]}) == []

