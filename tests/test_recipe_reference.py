@@ -316,7 +316,8 @@ def test_segkd_own_recipes_keep_the_cirkd_setting(path: str):
         check(path, stage1, [], stage=0)
         check(path, expected, KA_TERMS)
     elif method == "unlabeled":  # 2 labelled + 2 unlabelled crops per process: 16 labelled per step
-        bundle = [("pseudo_label", 1.0, {"threshold": 0.0, "normalize": "labeled", "images": "unlabeled"})]
+        bundle = [("pseudo_label", 1.0, {"threshold": 0.0, "normalize": "labeled", "images": "unlabeled"}),
+                  *DIST_TERMS]  # the bundle's DIST at its reference settings (issue 28)
         cfg = check(path, {**expected, "global_batch": 32}, bundle)
         assert cfg.data.unlabeled is not None and cfg.data.unlabeled.ratio == 0.5
         assert cfg.data.unlabeled.root.endswith("leftImg8bit/train_extra")
