@@ -2,8 +2,9 @@
 
 Trains a teacher once, then a student baseline with few labelled images and the student distilled with
 pixel KD, CWD on features, DIST and CIRKD (which also learn from unlabelled images through the teacher),
-the unlabelled-image bundle (the teacher's hard labels on the unlabelled images, configs/_base/methods/
-unlabeled.yaml) and the offline pseudo-label baseline (predict, then train; from a teacher cache), over 3
+the unlabelled-image bundle (the teacher's hard labels on the unlabelled images plus DIST, configs/_base/
+methods/unlabeled.yaml) and the offline pseudo-label baseline (predict, then train: the teacher cache's
+labels, a plain run), over 3
 seeds at equal compute, and prints each method's mean ± std and the gain's 95 % confidence
 interval; ``compare.md``, ``compare.json`` and plots go to the output folder.
 """
