@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from segkd.cache.fingerprint import CacheMismatchError, names_sha256, sample_names
+from segkd.cache.replay import DatasetView
 from segkd.cache.store import TeacherCache
 from segkd.config_schema import DataConfig
 
@@ -42,7 +42,7 @@ def argmax_label(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return up.permute(1, 2, 0).contiguous().argmax(-1).numpy().astype(np.int64)
 
 
-class PseudoLabelled(Dataset):
+class PseudoLabelled(DatasetView):
     """``dataset`` (the unlabelled pool, with its training transform) whose samples carry the teacher's
     arg-max labels from ``cache`` instead of their own (module docstring). Other attributes are the
     wrapped dataset's."""
@@ -51,14 +51,6 @@ class PseudoLabelled(Dataset):
         self.dataset, self.cache = dataset, cache
         self._memo: dict[int, np.ndarray] = {}
         self._memo_bytes = 0
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "dataset":  # not yet set (e.g. during unpickling in a worker)
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
 
     def label(self, index: int, name: str, size: tuple[int, int]) -> np.ndarray:
         """The pseudo-label of pool image ``index`` (checked to be the cached image ``name`` of ``size``)."""

@@ -62,7 +62,22 @@ def crop_map_size(cache: TeacherCache, key: str, crop_size: tuple[int, int]) -> 
     return math.ceil(crop_size[0] / strides[0]), math.ceil(crop_size[1] / strides[1])
 
 
-class CachedTargets(Dataset):
+class DatasetView(Dataset):
+    """A dataset seen through a wrapper: its length and every attribute the wrapper does not define (class
+    names, transform, ``load``) are the wrapped ``dataset``'s."""
+
+    dataset: Any
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":  # not yet set (e.g. during unpickling in a worker)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+class CachedTargets(DatasetView):
     """A training dataset whose samples also carry the teacher's cached maps, replayed through the
     sample's own augmentation (``"teacher.<key>"`` entries, float32 (C, oh, ow)).
 
@@ -77,14 +92,6 @@ class CachedTargets(Dataset):
         self.dataset, self.cache, self.pool, self.keys = dataset, cache, pool, list(keys)
         crop = tuple(dataset.transform.crop_size)
         self.sizes = {key: crop_map_size(cache, key, crop) for key in self.keys}
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "dataset":  # not yet set (e.g. during unpickling in a worker)
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, label, name = self.dataset.load(index)
