@@ -13,7 +13,7 @@ import torch
 from _engine_helpers import tiny_config
 from segkd.cache import CacheMismatchError
 from segkd.cache.pseudo_labels import argmax_label, pseudo_labelled_pool
-from segkd.compare import BASELINE
+from segkd.compare import BASELINE, MethodSpec
 from segkd.data import build_dataset_from_config
 from segkd.data.mixed import build_unlabeled_dataset
 from segkd.demo.pipeline import OFFLINE, SETTINGS, demo_plan
@@ -85,7 +85,7 @@ def test_a_pseudo_labelled_pool_is_refused_with_a_teacher_or_for_other_data(tmp_
         builder.build_train_iterator(builder.build_data(other), other, 0)
     smaller = _offline(tmp_path, cache)
     smaller.data.unlabeled.options = {"num_samples": 5}
-    with pytest.raises(CacheMismatchError, match="holds 6 pool images"):
+    with pytest.raises(CacheMismatchError, match="holds 6 'unlabeled' images"):
         builder.build_train_iterator(builder.build_data(smaller), smaller, 0)
 
 
@@ -93,6 +93,7 @@ def test_the_demos_offline_row_trains_plain_steps_on_the_cache_labels(tmp_path: 
     plan = demo_plan(SETTINGS["default"], tmp_path / "demo", ["unlabeled", OFFLINE])
     offline = plan.methods[-1]
     assert offline.cached and offline.offline and plan.methods[0].key == BASELINE
+    assert MethodSpec("x", offline.config, offline=True).cached  # an offline row always reads its cache
     writer = plan.run_config(offline, 0, "iters", "t.pt")  # no cache yet: the config that writes it
     assert writer.distill.teacher.checkpoint == "t.pt" and writer.data.unlabeled.pseudo_labels is None
     run = plan.run_config(offline, 0, "time", "t.pt", cache_seconds=3.0, student_step_s=0.01)

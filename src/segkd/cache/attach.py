@@ -89,16 +89,22 @@ def cached_train_set(dataset: Any, cfg: ExperimentConfig, pool: str | None = Non
     recorded = cache.manifest["fingerprint"]
     check_match(t.cache, recorded["data"], data_fingerprint(cfg, dataset.class_names), "data")
     pool = pool or cfg.data.train_split
+    check_pool(cache, pool, dataset)
+    return CachedTargets(dataset, cache, pool, cache.keys)
+
+
+def check_pool(cache: TeacherCache, pool: str, dataset: Any) -> None:
+    """Refuse ``cache`` for ``dataset`` unless its ``pool`` holds these very images (count, sample names)
+    and every entry of it matches the SHA-256 recorded when it was written; one line naming the cache."""
     count = cache.count(pool)
     if count != len(dataset):
         raise CacheMismatchError(
-            f"teacher cache {t.cache} holds {count} '{pool}' images but this run's split has {len(dataset)}; "
-            "rebuild it with `segkd cache-teacher CONFIG`"
+            f"teacher cache {cache.root} holds {count} '{pool}' images but this run's split has "
+            f"{len(dataset)}; rebuild it with `segkd cache-teacher CONFIG`"
         )
     names = sample_names(dataset)
-    expected = recorded.get("names", {}).get(pool)
+    expected = cache.manifest["fingerprint"].get("names", {}).get(pool)
     if names is not None and expected is not None and names_sha256(names) != expected:
-        raise CacheMismatchError(f"teacher cache {t.cache}: the '{pool}' images differ from the cached ones "
-                                 "(another sample list); rebuild it with `segkd cache-teacher CONFIG`")
+        raise CacheMismatchError(f"teacher cache {cache.root}: the '{pool}' images differ from the cached "
+                                 "ones (another sample list); rebuild it with `segkd cache-teacher CONFIG`")
     cache.verify(pool)
-    return CachedTargets(dataset, cache, pool, cache.keys)

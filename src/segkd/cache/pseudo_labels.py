@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segkd.cache.fingerprint import CacheMismatchError, names_sha256, sample_names
+from segkd.cache.attach import check_pool
+from segkd.cache.fingerprint import CacheMismatchError
 from segkd.cache.replay import DatasetView
 from segkd.cache.store import TeacherCache
 from segkd.config_schema import DataConfig
@@ -102,14 +103,5 @@ def pseudo_labelled_pool(dataset: Any, data: DataConfig) -> PseudoLabelled:
             f"pseudo-label cache {cache_dir}: written for data.options {recorded['options']}, this run has "
             f"{options}; rebuild it with `segkd cache-teacher CONFIG`"
         )
-    count = cache.count(POOL)
-    if count != len(dataset):
-        raise CacheMismatchError(
-            f"pseudo-label cache {cache_dir} holds {count} pool images but this run's pool has {len(dataset)}"
-        )
-    names, expected = sample_names(dataset), cache.manifest["fingerprint"].get("names", {}).get(POOL)
-    if names is not None and expected is not None and names_sha256(names) != expected:
-        raise CacheMismatchError(f"pseudo-label cache {cache_dir}: the pool's images differ from the cached "
-                                 "ones (another sample list); rebuild it with `segkd cache-teacher CONFIG`")
-    cache.verify(POOL)
+    check_pool(cache, POOL, dataset)  # the same images, every entry intact
     return PseudoLabelled(dataset, cache)

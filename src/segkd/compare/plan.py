@@ -60,6 +60,9 @@ class MethodSpec:
     # the runs train on its arg-max labels as ordinary labels (data.unlabeled.pseudo_labels), no teacher.
     offline: bool = False
 
+    def __post_init__(self) -> None:
+        self.cached = self.cached or self.offline  # an offline row always trains from its cache
+
     @property
     def distilled(self) -> bool:
         return bool(self.config["distill"]["losses"])
@@ -185,7 +188,7 @@ class ComparePlan:
             if self.teacher is not None:  # the teacher trained here: its network, its weights
                 raw["distill"]["teacher"].update(self.teacher["model"])
             raw["distill"]["teacher"]["checkpoint"] = teacher_ckpt
-        if method.cached and cache_seconds is not None and method.offline:
+        if method.offline and cache_seconds is not None:
             raw["distill"] = {}  # a plain supervised run on labelled + pseudo-labelled images
             raw["data"]["unlabeled"]["pseudo_labels"] = str(self.cache_dir(method))
         elif method.cached and cache_seconds is not None:
